@@ -1,0 +1,45 @@
+"""Sobolev Training for neural networks in TensorFlow 2, Keras 3 and Sonnet 2.
+
+Czarnecki, Osindero, Jaderberg, Swirszcz and Pascanu, "Sobolev Training for
+Neural Networks", NIPS 2017 (arXiv:1706.04859).
+"""
+
+from sobolev_tf import finite_differences
+from sobolev_tf.derivatives import (
+  hessian,
+  jacobian,
+  project_hessian,
+  project_jacobian,
+  projected_hessian,
+  sample_directions,
+  value_and_derivatives,
+  value_and_jacobian,
+  value_and_projected_derivatives,
+  vector_jacobian_product,
+)
+from sobolev_tf.model import SobolevModel
+from sobolev_tf.objective import (
+  SobolevLosses,
+  SobolevObjective,
+  derivative_spread,
+)
+
+__version__ = "0.1.0"
+
+__all__ = (
+  "SobolevLosses",
+  "SobolevModel",
+  "SobolevObjective",
+  "derivative_spread",
+  "finite_differences",
+  "hessian",
+  "jacobian",
+  "project_hessian",
+  "project_jacobian",
+  "projected_hessian",
+  "sample_directions",
+  "value_and_derivatives",
+  "value_and_jacobian",
+  "value_and_projected_derivatives",
+  "vector_jacobian_product",
+)

@@ -1,0 +1,1 @@
+"""Experiment tasks: the paper's benchmark functions, Atari distillation and synthetic gradients."""
