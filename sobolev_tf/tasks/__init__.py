@@ -1,1 +1,4 @@
-"""Experiment tasks: the paper's benchmark functions, Atari distillation and synthetic gradients."""
+"""Experiment tasks.
+
+The paper's benchmark functions, Atari distillation and synthetic gradients.
+"""
