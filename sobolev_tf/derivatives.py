@@ -381,14 +381,20 @@ def sample_directions(
     num_directions: how many directions `P` to draw for each example.
     like: a batch `[B, event...]` whose shape and dtype the directions take.
     seed: stateless seed, int tensor of shape `[2]`. The same seed gives the
-      same directions in eager mode, under `tf.function`, XLA and every
-      `tf.distribute` replica.
+      same directions every time, in eager mode, under `tf.function` and in
+      every `tf.distribute` replica; under XLA too, though XLA's numbers differ
+      from the uncompiled ones.
 
   Returns:
     A `[P, B, event...]` tensor whose `[event...]` slices have unit norm.
   """
   shape = tf.concat([[num_directions], tf.shape(like)], 0)
-  normal = tf.random.stateless_normal(shape, seed=seed, dtype=like.dtype)
+  # Philox, not the default algorithm, which varies with the device. XLA has
+  # its own Philox: a compiled step draws other numbers than an uncompiled
+  # one, but each is deterministic given the seed.
+  normal = tf.random.stateless_normal(
+    shape, seed=seed, dtype=like.dtype, alg="philox"
+  )
   event_axes = list(range(2, like.shape.rank + 1))
   return normal * tf.math.rsqrt(
     tf.reduce_sum(tf.square(normal), axis=event_axes, keepdims=True)

@@ -49,6 +49,8 @@ class SobolevModel(keras.Model):
   `d2_loss` for each active term, plus any metric given to `compile`, which
   compares the value target with the (transformed) prediction. They reach the
   `fit` history and, through `keras.callbacks.TensorBoard`, TensorBoard.
+  Callbacks that monitor a term need `mode="min"` (Keras infers the direction
+  only for `loss` and compiled metrics).
 
   Example:
   ```python
