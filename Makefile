@@ -1,0 +1,41 @@
+# The two set-up commands of the README: `make demo` and `make test` each
+# create .venv, install the package with pinned dependencies, and run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+BENCH_INSTALLED := $(VENV)/.bench-installed
+
+.PHONY: demo test test-all lint format bench clean
+
+$(INSTALLED): setup.py requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements.txt -e ".[cpu,test,lint]"
+	touch $@
+
+$(BENCH_INSTALLED): $(INSTALLED)
+	$(PY) -m pip install --quiet -c requirements.txt -e ".[cpu,bench]"
+	touch $@
+
+demo: $(INSTALLED)
+	$(PY) -m launch.demo
+
+test: $(INSTALLED)
+	$(PY) -m pytest -m "not slow" -q tests
+
+test-all: $(INSTALLED)
+	$(PY) -m pytest -q tests
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(INSTALLED)
+	$(VENV)/bin/ruff format .
+
+bench: $(BENCH_INSTALLED)
+	JAX_PLATFORMS=cpu $(PY) -m benchmarks.train_step_benchmark --output=docs/benchmark.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

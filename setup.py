@@ -1,0 +1,48 @@
+"""Installs sobolev_tf.
+
+TensorFlow is an extra, as in Sonnet: `[cpu]` for `tensorflow-cpu`, `[gpu]` for
+`tensorflow[and-cuda]`, so that either build satisfies the package.
+"""
+
+import pathlib
+import re
+
+import setuptools
+
+_ROOT = pathlib.Path(__file__).parent
+
+
+def _version() -> str:
+  init = (_ROOT / "sobolev_tf" / "__init__.py").read_text()
+  return re.search(r'^__version__ = "([^"]+)"', init, re.M).group(1)
+
+
+setuptools.setup(
+  name="sobolev_tf",
+  version=_version(),
+  description="Sobolev Training for Neural Networks in TF2, Keras 3 and "
+  "Sonnet 2.",
+  long_description=(_ROOT / "README.md").read_text(),
+  long_description_content_type="text/markdown",
+  python_requires=">=3.10",
+  packages=setuptools.find_packages(include=["sobolev_tf*", "launch*"]),
+  install_requires=[
+    "absl-py==2.5.1",
+    "dm-sonnet==2.0.2",
+    "gymnasium[atari]==1.4.0",
+    "ale-py==0.12.1",
+    "keras==3.15.1",
+    "matplotlib==3.11.2",
+    "numpy>=1.26",
+    "tensorboard==2.21.0",
+    "tensorflow-datasets==4.9.10",
+  ],
+  extras_require={
+    "cpu": ["tensorflow-cpu==2.21.0"],
+    "gpu": ["tensorflow[and-cuda]==2.21.0"],
+    "test": ["pytest==9.2.0"],
+    "bench": ["jax==0.10.2", "jaxlib==0.10.2"],
+    "lint": ["ruff==0.17.6"],
+  },
+  license="Apache-2.0",
+)
