@@ -5,24 +5,20 @@ Neural Networks", NIPS 2017 (arXiv:1706.04859).
 """
 
 from sobolev_tf import finite_differences
-from sobolev_tf.derivatives import (
-  hessian,
-  jacobian,
-  project_hessian,
-  project_jacobian,
-  projected_hessian,
-  sample_directions,
-  value_and_derivatives,
-  value_and_jacobian,
-  value_and_projected_derivatives,
-  vector_jacobian_product,
-)
+from sobolev_tf.derivatives import hessian
+from sobolev_tf.derivatives import jacobian
+from sobolev_tf.derivatives import project_hessian
+from sobolev_tf.derivatives import project_jacobian
+from sobolev_tf.derivatives import projected_hessian
+from sobolev_tf.derivatives import sample_directions
+from sobolev_tf.derivatives import value_and_derivatives
+from sobolev_tf.derivatives import value_and_jacobian
+from sobolev_tf.derivatives import value_and_projected_derivatives
+from sobolev_tf.derivatives import vector_jacobian_product
 from sobolev_tf.model import SobolevModel
-from sobolev_tf.objective import (
-  SobolevLosses,
-  SobolevObjective,
-  derivative_spread,
-)
+from sobolev_tf.objective import SobolevLosses
+from sobolev_tf.objective import SobolevObjective
+from sobolev_tf.objective import derivative_spread
 
 __version__ = "0.1.0"
 

@@ -16,7 +16,11 @@ inside an outer tape. Projected derivatives cost one product per direction,
 whatever the sizes.
 """
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable
+from typing import List
+from typing import Optional
+from typing import Sequence
+from typing import Tuple
 
 import numpy as np
 import tensorflow as tf

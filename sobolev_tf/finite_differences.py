@@ -11,7 +11,8 @@ step balances that against float64 round-off (about eps^(1/3) for first and
 eps^(1/4) for second derivatives, scaled by the magnitude of `x`).
 """
 
-from typing import Callable, Optional
+from typing import Callable
+from typing import Optional
 
 import numpy as np
 

@@ -1,6 +1,12 @@
 """`SobolevModel`: Sobolev Training with `compile`, `fit` and `evaluate`."""
 
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any
+from typing import Callable
+from typing import Dict
+from typing import Mapping
+from typing import Optional
+from typing import Sequence
+from typing import Union
 
 import keras
 import numpy as np

@@ -14,7 +14,13 @@ replicas, so that summing gradients across replicas averages them.
 """
 
 import dataclasses
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any
+from typing import Callable
+from typing import Dict
+from typing import Mapping
+from typing import Optional
+from typing import Sequence
+from typing import Union
 
 import keras
 import numpy as np

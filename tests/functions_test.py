@@ -1,9 +1,9 @@
 import dataclasses
 import math
 
+from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
-from absl.testing import parameterized
 
 from sobolev_tf.tasks import functions
 

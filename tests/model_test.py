@@ -5,11 +5,11 @@ import glob
 import os
 import tempfile
 
+from absl.testing import parameterized
 import keras
 import numpy as np
-import tensorflow as tf
-from absl.testing import parameterized
 from tensorboard.backend.event_processing import event_accumulator
+import tensorflow as tf
 
 from sobolev_tf import model as model_lib
 from sobolev_tf import testing

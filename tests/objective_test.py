@@ -1,12 +1,13 @@
 """Tests for sobolev_tf.objective."""
 
+from absl.testing import parameterized
 import keras
 import numpy as np
 import tensorflow as tf
-from absl.testing import parameterized
 
-from sobolev_tf import derivatives, testing
+from sobolev_tf import derivatives
 from sobolev_tf import objective as objective_lib
+from sobolev_tf import testing
 
 testing.configure_logical_cpus(2)
 

@@ -37,7 +37,9 @@ for example the [-5, 5]^2 window that plots of Ackley often show.
 import dataclasses
 import math
 import operator
-from typing import Callable, Dict, Optional
+from typing import Callable
+from typing import Dict
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf

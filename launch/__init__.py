@@ -1,0 +1,1 @@
+"""absl-flag launchers for the experiments."""
