@@ -19,7 +19,7 @@ $(BENCH_INSTALLED): $(INSTALLED)
 	touch $@
 
 demo: $(INSTALLED)
-	$(PY) -m launch.demo
+	$(PY) -m launch.regression --workdir=workdir/regression_demo --quick
 
 test: $(INSTALLED)
 	$(PY) -m pytest -m "not slow" -q tests

@@ -1,0 +1,173 @@
+"""What every launcher shares: strategy by name, workdir, results, resume.
+
+A launcher defines its own flags plus `define_common_flags()`, builds its
+strategy with `make_strategy`, writes its config with `write_config`, and keeps
+finished runs in a `ResultStore`, so that a sweep started again with the same
+flags skips what is done and loses nothing.
+"""
+
+import json
+import os
+from typing import Any
+from typing import Dict
+from typing import Iterator
+from typing import List
+from typing import Optional
+
+from absl import flags
+from absl import logging
+import tensorflow as tf
+
+STRATEGIES = (
+  "default",
+  "one_device",
+  "mirrored",
+  "multi_worker_mirrored",
+  "tpu",
+)
+
+
+def define_common_flags() -> Dict[str, flags.FlagHolder]:
+  """Defines `--workdir`, `--strategy`, `--num_gpus` and `--tpu`.
+
+  Returns:
+    The flag holders, keyed by flag name.
+  """
+  return {
+    "workdir": flags.DEFINE_string(
+      "workdir",
+      None,
+      "Directory for logs, checkpoints and results; a "
+      "run started again in the same workdir resumes.",
+      required=True,
+    ),
+    "strategy": flags.DEFINE_string(
+      "strategy",
+      "default",
+      f"tf.distribute strategy, one of {', '.join(STRATEGIES)}.",
+    ),
+    "num_gpus": flags.DEFINE_integer(
+      "num_gpus", 0, "GPUs for one_device/mirrored; 0 uses the CPU(s)."
+    ),
+    "tpu": flags.DEFINE_string(
+      "tpu", "", "TPU name or address for --strategy=tpu."
+    ),
+  }
+
+
+def make_strategy(
+  name: str, num_gpus: int = 0, tpu: str = ""
+) -> tf.distribute.Strategy:
+  """Returns the `tf.distribute` strategy called `name`.
+
+  Args:
+    name: one of `STRATEGIES`.
+    num_gpus: GPUs to use for `one_device` and `mirrored`; with 0, `mirrored`
+      mirrors over every logical CPU.
+    tpu: TPU name or address for `tpu`.
+
+  Returns:
+    The strategy.
+
+  Raises:
+    ValueError: for an unknown `name` or a negative `num_gpus`.
+  """
+  if name not in STRATEGIES:
+    raise ValueError(
+      f"Received an invalid value for `strategy`, expected one of "
+      f"{list(STRATEGIES)}. Received: strategy={name!r}"
+    )
+  if num_gpus < 0:
+    raise ValueError(
+      "Received an invalid value for `num_gpus`, expected a non-negative "
+      f"integer. Received: num_gpus={num_gpus}"
+    )
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "one_device":
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if num_gpus else "/cpu:0")
+  if name == "mirrored":
+    if num_gpus:
+      devices = [f"/gpu:{i}" for i in range(num_gpus)]
+    else:
+      devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices)
+  if name == "multi_worker_mirrored":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+  tf.config.experimental_connect_to_cluster(resolver)
+  tf.tpu.experimental.initialize_tpu_system(resolver)
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this task writes checkpoints, summaries and results."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return True
+  return resolver.task_type == "chief" or (
+    resolver.task_type == "worker"
+    and resolver.task_id == 0
+    and "chief" not in resolver.cluster_spec().as_dict()
+  )
+
+
+def write_config(workdir: str, config: Dict[str, Any]) -> None:
+  """Logs the whole config and writes it to `workdir/config.json`."""
+  tf.io.gfile.makedirs(workdir)
+  text = json.dumps(config, indent=2, sort_keys=True, default=str)
+  logging.info("Config:\n%s", text)
+  with tf.io.gfile.GFile(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(text + "\n")
+
+
+class ResultStore:
+  """Append-only JSON-lines file of finished runs, keyed by `run_id`.
+
+  Each record is written and flushed as one line when its run ends, so a
+  crash loses at most the run in progress; a record cut short by a crash is
+  ignored when read back.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def records(self) -> List[Dict[str, Any]]:
+    """Every complete record, in the order written, one per `run_id`."""
+    if not tf.io.gfile.exists(self.path):
+      return []
+    by_id = {}
+    with tf.io.gfile.GFile(self.path) as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          logging.warning("Ignoring a truncated line in %s", self.path)
+          continue
+        by_id.setdefault(record["run_id"], record)
+    return list(by_id.values())
+
+  def finished(self) -> set:
+    """The ids of the finished runs."""
+    return {record["run_id"] for record in self.records()}
+
+  def add(self, record: Dict[str, Any]) -> None:
+    """Appends one finished run's record."""
+    if "run_id" not in record:
+      raise ValueError(f"A result record needs a 'run_id'. Received: {record}")
+    line = json.dumps(record, sort_keys=True) + "\n"
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(line)
+      f.flush()
+      os.fsync(f.fileno())
+
+  def __iter__(self) -> Iterator[Dict[str, Any]]:
+    return iter(self.records())
+
+
+def mean_and_std(values: List[float]) -> Optional[tuple]:
+  """`(mean, std)` of `values` (population std), or `None` when empty."""
+  if not values:
+    return None
+  mean = sum(values) / len(values)
+  return mean, (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5

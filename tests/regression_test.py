@@ -1,0 +1,115 @@
+"""Tests for sobolev_tf.tasks.regression."""
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from sobolev_tf import testing
+from sobolev_tf.tasks import functions
+from sobolev_tf.tasks import regression
+
+testing.configure_logical_cpus(2)
+
+
+def _config(**kwargs):
+  defaults = dict(
+    function="booth",
+    dim=2,
+    train_size=16,
+    method="sobolev",
+    seed=0,
+    steps=40,
+    batch_size=8,
+    test_size=64,
+  )
+  return regression.RunConfig(**{**defaults, **kwargs})
+
+
+class RegressionTest(tf.test.TestCase, parameterized.TestCase):
+  def test_targets_follow_the_data_convention(self):
+    function = functions.get_function("styblinski_tang", 3)
+    x = function.sample(5, seed=0)
+    targets = regression.targets(function, x, order=2)
+    self.assertEqual(targets["value"].shape, (5, 1))
+    self.assertEqual(targets["d1"].shape, (5, 1, 3))
+    self.assertEqual(targets["d2"].shape, (5, 1, 3, 3))
+    self.assertAllClose(targets["d1"][:, 0], function.gradient(x))
+
+  def test_finite_difference_targets_match_analytic(self):
+    function = functions.get_function("rosenbrock")
+    x = function.sample(20, seed=1)
+    exact = regression.targets(function, x, 1)["d1"]
+    estimated = regression.targets(function, x, 1, finite_difference=True)
+    # Central differences of a quartic in float64: relative error ~1e-8,
+    # then rounded to float32.
+    self.assertAllClose(estimated["d1"], exact, rtol=1e-5, atol=1e-3)
+
+  def test_network_works_in_original_units(self):
+    config = _config()
+    function = functions.get_function(config.function)
+    (x, y), _ = regression.make_data(config, function)
+    model = regression.build_model(config, function, y)
+    # An untrained network predicts about the training mean, in original
+    # units, because its output layer undoes the standardisation.
+    prediction = model.predict(x, verbose=0)
+    self.assertAllClose(np.mean(prediction), np.mean(y["value"]), rtol=0.5)
+    self.assertEqual(model.objective.order, 1)
+    self.assertLen(model.trainable_weights, 6)
+
+  @parameterized.parameters("regular", "sobolev", "stochastic", "sobolev_fd")
+  def test_training_reduces_test_error(self, method):
+    config = _config(method=method, steps=200, train_size=64)
+    function = functions.get_function(config.function)
+    (x, y), (x_test, y_test) = regression.make_data(config, function)
+    model = regression.build_model(config, function, y)
+    before = regression.evaluate(model.model, x_test, y_test)
+    model.compile(optimizer=regression.build_optimizer(config))
+    model.fit(
+      regression.train_dataset(x, y, config.batch_size, config.seed),
+      steps_per_epoch=config.steps,
+      epochs=1,
+      verbose=0,
+    )
+    after = regression.evaluate(model.model, x_test, y_test)
+    self.assertLess(after["test_mse"], before["test_mse"])
+
+  def test_second_order_needs_smooth_function(self):
+    config = _config(function="bukin_n6", method="sobolev2")
+    with self.assertRaisesRegex(ValueError, "not twice differentiable"):
+      regression.make_data(config)
+
+  def test_test_set_is_fixed(self):
+    _, (a, _) = regression.make_data(_config(seed=0))
+    _, (b, _) = regression.make_data(_config(seed=5))
+    self.assertAllEqual(a, b)
+
+  def test_run_id(self):
+    self.assertEqual(_config().run_id, "booth-d2-n16-sobolev-s0")
+    self.assertEqual(
+      _config(activation="softplus").run_id, "booth-d2-n16-sobolev-softplus-s0"
+    )
+
+  def test_invalid_method(self):
+    with self.assertRaisesRegex(ValueError, r"method='exact'"):
+      _config(method="exact")
+
+  def test_invalid_sizes(self):
+    with self.assertRaisesRegex(ValueError, r"train_size=0"):
+      _config(train_size=0)
+
+  def test_grid_values(self):
+    function = functions.get_function("booth")
+    config = _config()
+    (_, y), _ = regression.make_data(config, function)
+    network = regression.build_model(config, function, y).model
+    x1, x2, values, gradients = regression.grid_values(network, function, 8)
+    self.assertEqual(values.shape, (8, 8))
+    self.assertEqual(gradients.shape, (8, 8, 2))
+    self.assertAllClose(
+      x1[[0, -1]], function.lower[0:1].tolist() + function.upper[0:1].tolist()
+    )
+    self.assertEqual(x2.shape, (8,))
+
+
+if __name__ == "__main__":
+  tf.test.main()
