@@ -70,6 +70,11 @@ _CHECKPOINTS = flags.DEFINE_integer(
   "checkpoints_per_run", 4, "Checkpoints (and TensorBoard points) per run."
 )
 _JIT_COMPILE = flags.DEFINE_bool("jit_compile", False, "Compile with XLA.")
+_STEPS_PER_EXECUTION = flags.DEFINE_integer(
+  "steps_per_execution",
+  50,
+  "Training steps per tf.function call (Keras `steps_per_execution`).",
+)
 _QUICK = flags.DEFINE_bool(
   "quick",
   False,
