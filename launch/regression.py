@@ -79,13 +79,13 @@ _QUICK = flags.DEFINE_bool(
   "quick",
   False,
   "The make-demo sweep: paper functions at 20 and 100 "
-  "points, regular and sobolev, 3 seeds, 2000 steps.",
+  "points, regular and sobolev, 3 seeds, 1000 steps.",
 )
 _FULL_GRID = flags.DEFINE_bool(
   "full_grid",
   False,
   "The paper's grid: 20, 100 and 10,000 points, 5 "
-  "seeds, 5000 steps; overrides --train_sizes, --seeds and --steps.",
+  "seeds, 3000 steps; overrides --train_sizes, --seeds and --steps.",
 )
 _COMMON = common.define_common_flags()
 
@@ -103,9 +103,9 @@ def sweep_configs() -> List[regression.RunConfig]:
   train_sizes = [int(s) for s in _TRAIN_SIZES.value]
   seeds, steps = _SEEDS.value, _STEPS.value
   if _QUICK.value:
-    train_sizes, seeds, steps = [20, 100], 3, 2000
+    train_sizes, seeds, steps = [20, 100], 3, 1000
   if _FULL_GRID.value:
-    train_sizes, seeds, steps = [20, 100, 10_000], 5, 5000
+    train_sizes, seeds, steps = [20, 100, 10_000], 5, 3000
   return [
     regression.RunConfig(
       function=name,
