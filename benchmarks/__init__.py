@@ -1,0 +1,1 @@
+"""Benchmarks of sobolev_tf against reference implementations."""
