@@ -85,7 +85,7 @@ _FULL_GRID = flags.DEFINE_bool(
   "full_grid",
   False,
   "The paper's grid: 20, 100 and 10,000 points, 5 "
-  "seeds, 3000 steps; overrides --train_sizes, --seeds and --steps.",
+  "seeds, 2000 steps; overrides --train_sizes, --seeds and --steps.",
 )
 _COMMON = common.define_common_flags()
 
@@ -105,7 +105,7 @@ def sweep_configs() -> List[regression.RunConfig]:
   if _QUICK.value:
     train_sizes, seeds, steps = [20, 100], 3, 1000
   if _FULL_GRID.value:
-    train_sizes, seeds, steps = [20, 100, 10_000], 5, 3000
+    train_sizes, seeds, steps = [20, 100, 10_000], 5, 2000
   return [
     regression.RunConfig(
       function=name,
