@@ -257,6 +257,12 @@ def main(argv):
           )
         },
         "num_runs": len(configs),
+        # What --quick or --full_grid made of the flags above.
+        "effective": {
+          "train_sizes": sorted({c.train_size for c in configs}),
+          "seeds": sorted({c.seed for c in configs}),
+          "steps": sorted({c.steps for c in configs}),
+        },
         "replicas": strategy.num_replicas_in_sync,
       },
     )
