@@ -146,6 +146,7 @@ def value_and_jacobian(
       y,
       x,
       output_gradients=_basis(k, out_size, batch_shape, out_shape, y.dtype),
+      unconnected_gradients="zero",
     )
     for k in range(out_size)
   ]
@@ -189,14 +190,16 @@ def value_and_derivatives(
 
   `D^k` has shape `[B, out..., in..., (in...) * (k - 1)]`: each order adds the
   input axes at the end, `D^2[b, o, i, j] = d^2 y[b, o] / dx[b, i] dx[b, j]`.
-  Each order is the Jacobian of the one below, so a Hessian is computed
-  forward-over-reverse when `mode="auto"` and the output is small.
+  Each order is the Jacobian of the one below. `mode` applies to the highest
+  order only; lower orders are always reverse mode, so a Hessian is
+  reverse-over-reverse or forward-over-reverse (`mode="auto"` takes forward
+  for the top order when the Jacobian has more entries than the input).
 
   Args:
     fn: batched callable, `[B, in...] -> [B, out...]`.
     x: floating-point input batch, `[B, in...]`.
     order: highest derivative order, >= 0.
-    mode: autodiff mode for every order, as in `value_and_jacobian`.
+    mode: autodiff mode of the highest order, as in `value_and_jacobian`.
 
   Returns:
     A list of `order + 1` tensors.
@@ -214,7 +217,9 @@ def value_and_derivatives(
   lower = []
 
   def top_derivative(inputs):
-    lower[:] = value_and_derivatives(fn, inputs, order - 1, mode)
+    # Lower orders in reverse mode: TF 2.21 differentiates forward-over-forward
+    # results wrongly through an outer tape, even inside tf.function.
+    lower[:] = value_and_derivatives(fn, inputs, order - 1, "reverse")
     return lower[-1]
 
   _, top = value_and_jacobian(top_derivative, x, mode)

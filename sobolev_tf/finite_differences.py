@@ -157,7 +157,14 @@ def vector_jacobian_product(
   axes = tuple(range(1, output_direction.ndim))
 
   def projected(inputs):
-    return np.sum(_evaluate(fn, inputs) * output_direction, axis=axes)[:, None]
+    outputs = _evaluate(fn, inputs)
+    if outputs.shape != output_direction.shape:
+      raise ValueError(
+        "Expected `output_direction` of the shape of fn(x). Received: "
+        f"output_direction with shape={output_direction.shape} for fn(x) "
+        f"with shape={outputs.shape}."
+      )
+    return np.sum(outputs * output_direction, axis=axes)[:, None]
 
   return jacobian(projected, x, step)[:, 0]
 
