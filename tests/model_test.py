@@ -95,35 +95,26 @@ class SobolevModelTest(tf.test.TestCase, parameterized.TestCase):
       rtol=1e-5,
     )
 
-  def test_jit_matches_graph_training(self):
+  @parameterized.named_parameters(
+    ("xla", dict(jit_compile=True), 2), ("eager", dict(run_eagerly=True), 1)
+  )
+  def test_execution_mode_matches_graph_training(self, compile_kwargs, epochs):
     x, y = _data()
     weights = []
-    for jit_compile in (False, True):
+    for kwargs in ({}, compile_kwargs):
       model = model_lib.SobolevModel(_net(seed=3), order=2)
-      model.compile(
-        optimizer=keras.optimizers.SGD(0.1), jit_compile=jit_compile
-      )
+      model.compile(optimizer=keras.optimizers.SGD(0.1), **kwargs)
       model.fit(
-        x, _targets(y, 2), batch_size=16, epochs=2, verbose=0, shuffle=False
+        x,
+        _targets(y, 2),
+        batch_size=16,
+        epochs=epochs,
+        verbose=0,
+        shuffle=False,
       )
       weights.append(model.get_weights())
-    for graph, xla in zip(*weights, strict=True):
-      self.assertAllClose(graph, xla, atol=1e-5)
-
-  def test_run_eagerly_matches_graph_training(self):
-    x, y = _data()
-    weights = []
-    for run_eagerly in (False, True):
-      model = model_lib.SobolevModel(_net(seed=4), order=2)
-      model.compile(
-        optimizer=keras.optimizers.SGD(0.1), run_eagerly=run_eagerly
-      )
-      model.fit(
-        x, _targets(y, 2), batch_size=16, epochs=1, verbose=0, shuffle=False
-      )
-      weights.append(model.get_weights())
-    for graph, eager in zip(*weights, strict=True):
-      self.assertAllClose(graph, eager, atol=1e-5)
+    for graph, other in zip(*weights, strict=True):
+      self.assertAllClose(graph, other, atol=1e-5)
 
   def test_tf_data_input_and_sample_weights(self):
     x, y = _data()
