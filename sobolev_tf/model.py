@@ -3,6 +3,7 @@
 from typing import Any
 from typing import Callable
 from typing import Dict
+from typing import List
 from typing import Mapping
 from typing import Optional
 from typing import Sequence
@@ -22,6 +23,46 @@ _TEST_SEED_STEP = -1
 def _replica_id() -> Union[int, tf.Tensor]:
   context = tf.distribute.get_replica_context()
   return 0 if context is None else context.replica_id_in_sync_group
+
+
+def _clip_across_replicas(
+  optimizer: keras.optimizers.Optimizer, gradients: List[tf.Tensor]
+) -> List[tf.Tensor]:
+  """Clips the sum of the replicas' gradients, as one replica would.
+
+  Keras 3's TensorFlow optimiser clips each replica's gradient and then sums
+  them, so with several replicas a clipping optimiser (`clipnorm`,
+  `global_clipnorm` or `clipvalue`) steps differently than on one device.
+  With several replicas and clipping on, this sums the gradients first,
+  clips the sum with the optimiser's own setting and gives each replica a
+  `1 / num_replicas` share: the optimiser's clipping leaves the shares alone
+  (each is within the limit divided by the number of replicas) and its sum
+  restores the clipped total.
+
+  Args:
+    optimizer: the model's optimiser.
+    gradients: this replica's gradients.
+
+  Returns:
+    This replica's share of the clipped total, or `gradients` unchanged
+    with one replica or no clipping.
+  """
+  context = tf.distribute.get_replica_context()
+  replicas = context.num_replicas_in_sync if context else 1
+  if replicas == 1 or not (
+    optimizer.clipnorm or optimizer.global_clipnorm or optimizer.clipvalue
+  ):
+    return gradients
+  total = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+  # The order of keras.optimizers.Optimizer._clip_gradients.
+  if optimizer.clipnorm:
+    total = [tf.clip_by_norm(g, optimizer.clipnorm) for g in total]
+  elif optimizer.global_clipnorm:
+    total, _ = tf.clip_by_global_norm(total, optimizer.global_clipnorm)
+  else:
+    limit = optimizer.clipvalue
+    total = [tf.clip_by_value(g, -limit, limit) for g in total]
+  return [g / replicas for g in total]
 
 
 def _unscale_for_distribution(value: tf.Tensor) -> tf.Tensor:
@@ -198,6 +239,7 @@ class SobolevModel(keras.Model):
     gradients = tape.gradient(
       scaled_total, self.trainable_weights, unconnected_gradients="zero"
     )
+    gradients = _clip_across_replicas(self.optimizer, gradients)
     self.optimizer.apply(gradients, self.trainable_weights)
     return self._update_metrics(x, losses)
 

@@ -1,6 +1,5 @@
 """Tests for sobolev_tf.model."""
 
-import functools
 import glob
 import os
 import tempfile
@@ -15,14 +14,6 @@ from sobolev_tf import model as model_lib
 from sobolev_tf import testing
 
 testing.configure_logical_cpus(2)
-
-
-@functools.cache
-def _mirrored_strategy():
-  # One instance per process: several MirroredStrategy objects in one process
-  # reuse collective instance keys and abort with "Shape mismatch in the
-  # collective instance".
-  return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
 def _net(in_dim=2, out_dim=1, activation="tanh", seed=0):
@@ -189,20 +180,24 @@ class SobolevModelTest(tf.test.TestCase, parameterized.TestCase):
     dict(mode="full", order=1),
     dict(mode="full", order=2),
     dict(mode="stochastic", order=1),
+    dict(mode="full", order=1, clip=dict(global_clipnorm=0.05)),
+    dict(mode="full", order=1, clip=dict(clipnorm=0.02)),
+    dict(mode="full", order=1, clip=dict(clipvalue=0.01)),
   )
-  def test_mirrored_strategy_matches_one_device(self, mode, order):
+  def test_mirrored_strategy_matches_one_device(self, mode, order, clip=None):
     # Scalar output: stochastic directions are +-1 on every replica, so the
-    # squared errors, and the weights, match one device exactly.
+    # squared errors, and the weights, match one device exactly. The clipping
+    # limits are small enough to clip every step.
     x, y = _data(num=64)
     strategies = [
       tf.distribute.OneDeviceStrategy("/cpu:0"),
-      _mirrored_strategy(),
+      testing.mirrored_strategy(),
     ]
     weights = []
     for strategy in strategies:
       with strategy.scope():
         model = model_lib.SobolevModel(_net(seed=6), order=order, mode=mode)
-        model.compile(optimizer=keras.optimizers.SGD(0.1))
+        model.compile(optimizer=keras.optimizers.SGD(0.1, **(clip or {})))
       history = model.fit(
         x, _targets(y, order), batch_size=16, epochs=2, shuffle=False, verbose=0
       )
@@ -216,7 +211,7 @@ class SobolevModelTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_mirrored_strategy_teacher_stochastic(self):
     x, _ = _data()
-    with _mirrored_strategy().scope():
+    with testing.mirrored_strategy().scope():
       model = model_lib.SobolevModel(
         _net(out_dim=4, seed=7),
         order=1,

@@ -1,4 +1,6 @@
-"""Test helpers shared by the test files: device set-up and fakes."""
+"""Device set-up for tests and for trying strategies on one CPU."""
+
+import functools
 
 import tensorflow as tf
 
@@ -31,3 +33,14 @@ def configure_logical_cpus(count: int = 2) -> None:
         f"{count} were asked for. Call configure_logical_cpus before "
         "any TensorFlow op runs."
       ) from None
+
+
+@functools.cache
+def mirrored_strategy() -> tf.distribute.MirroredStrategy:
+  """One `MirroredStrategy` over the first two logical CPUs, per process.
+
+  Tests share it: several `MirroredStrategy` objects in one process reuse
+  collective instance keys and abort with "Shape mismatch in the collective
+  instance".
+  """
+  return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
