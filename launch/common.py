@@ -16,7 +16,10 @@ from typing import Optional
 
 from absl import flags
 from absl import logging
+import keras
 import tensorflow as tf
+
+from sobolev_tf import testing
 
 STRATEGIES = (
   "default",
@@ -52,7 +55,40 @@ def define_common_flags() -> Dict[str, flags.FlagHolder]:
     "tpu": flags.DEFINE_string(
       "tpu", "", "TPU name or address for --strategy=tpu."
     ),
+    "cpu_devices": flags.DEFINE_integer(
+      "cpu_devices",
+      0,
+      "Split the CPU into this many logical devices, so that "
+      "--strategy=mirrored has several replicas without GPUs; 0 keeps one.",
+    ),
+    "deterministic": flags.DEFINE_bool(
+      "deterministic",
+      False,
+      "Enable TensorFlow's op determinism and seed Python, NumPy and "
+      "TensorFlow: the same flags give bit-identical results.",
+    ),
   }
+
+
+def setup(holders: Dict[str, flags.FlagHolder]) -> tf.distribute.Strategy:
+  """Applies `--deterministic` and `--cpu_devices`; returns the strategy.
+
+  Call it first in `main`, before any TensorFlow op runs.
+
+  Args:
+    holders: what `define_common_flags` returned.
+
+  Returns:
+    The strategy of `--strategy`.
+  """
+  if holders["deterministic"].value:
+    keras.utils.set_random_seed(0)
+    tf.config.experimental.enable_op_determinism()
+  if holders["cpu_devices"].value:
+    testing.configure_logical_cpus(holders["cpu_devices"].value)
+  return make_strategy(
+    holders["strategy"].value, holders["num_gpus"].value, holders["tpu"].value
+  )
 
 
 def make_strategy(

@@ -7,12 +7,16 @@ fixed held-out sample and writes to `--workdir`:
 * `table.md`: log10 test MSE and gradient MSE, mean ± std over seeds;
 * `figure2.png`, and `figure3.png` when Styblinski-Tang was fitted at 20 and
   100 points by `regular` and `sobolev`;
-* `runs/<run_id>/`: TensorBoard logs (`train/`, and `test/` with the test
-  errors and an image of the fitted surface), the model (`model.keras`) and,
-  while the run trains, its `BackupAndRestore` checkpoint.
+* `runs/<run_id>/`: TensorBoard logs (`train/` with the losses, learning
+  progress and steps per second, and `test/` with the test errors and an
+  image of the fitted surface), the model (`model.keras`) and, while the run
+  trains, its checkpoints (`checkpoints/`, `--checkpoints_per_run` of them).
 
 A sweep started again with the same workdir skips finished runs and resumes
-an interrupted one from its last checkpoint.
+an interrupted one from its last checkpoint, at the same step and data
+position (`launch/loop.py`), so it ends with the weights of a run that was
+never interrupted. Any `--strategy` works, several workers included; only
+the chief writes.
 
 The quick sweep of `make demo` (7 functions × 20, 100 points × 2 methods × 3
 seeds):
@@ -41,6 +45,7 @@ import keras
 import tensorflow as tf
 
 from launch import common
+from launch import loop
 from launch import regression_report
 from sobolev_tf.tasks import functions
 from sobolev_tf.tasks import regression
@@ -140,27 +145,40 @@ def run_one(
   strategy: tf.distribute.Strategy,
   chief: bool,
 ) -> Dict[str, Any]:
-  """Trains and scores one run; returns its result record."""
+  """Trains and scores one run, resuming from its checkpoint if it has one.
+
+  Returns:
+    The run's result record.
+  """
   function = functions.get_function(config.function, config.dim)
   (x_train, y_train), (x_test, y_test) = regression.make_data(config, function)
   with strategy.scope():
     model = regression.build_model(config, function, y_train)
-    model.compile(
-      optimizer=regression.build_optimizer(config),
-      jit_compile=_JIT_COMPILE.value,
-    )
-  epochs = max(1, min(_CHECKPOINTS.value, config.steps))
-  callbacks = [
-    keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
-    keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
-  ]
+    model.compile(optimizer=regression.build_optimizer(config))
+    model.optimizer.build(model.trainable_variables)
+  checkpointer = loop.Checkpointer(
+    tf.train.Checkpoint(model=model, optimizer=model.optimizer),
+    os.path.join(run_dir, "checkpoints"),
+    chief=chief,
+    worker=loop.task_id(strategy),
+  )
   start = time.perf_counter()
-  model.fit(
-    regression.train_dataset(x_train, y_train, config.batch_size, config.seed),
-    epochs=epochs,
-    steps_per_epoch=config.steps // epochs,
-    verbose=0,
-    callbacks=callbacks,
+  loop.train(
+    strategy,
+    model.train_step,
+    lambda context, step: regression.train_dataset(
+      x_train, y_train, config.batch_size, config.seed, step, context
+    ),
+    model.optimizer.iterations,
+    config.steps,
+    checkpointer,
+    checkpoint_every=max(1, config.steps // max(1, _CHECKPOINTS.value)),
+    steps_per_loop=_STEPS_PER_EXECUTION.value,
+    summary_dir=os.path.join(run_dir, "tensorboard", "train")
+    if chief
+    else None,
+    reset_fn=model.reset_metrics,
+    jit_compile=_JIT_COMPILE.value,
   )
   seconds = time.perf_counter() - start
   scores = regression.evaluate(model.model, x_test, y_test)
@@ -228,11 +246,19 @@ def main(argv):
   """Runs the sweep, then writes the table and figures."""
   del argv
   workdir = _COMMON["workdir"].value
-  strategy = common.make_strategy(
-    _COMMON["strategy"].value, _COMMON["num_gpus"].value, _COMMON["tpu"].value
-  )
+  strategy = common.setup(_COMMON)
   chief = common.is_chief(strategy)
   configs = sweep_configs()
+  replicas = strategy.num_replicas_in_sync
+  for config in configs:
+    if min(config.batch_size, config.train_size) % replicas:
+      raise ValueError(
+        f"Received an invalid value for `batch_size`: the global batch "
+        f"(--batch_size capped at the training size, here "
+        f"{min(config.batch_size, config.train_size)} for {config.run_id}) "
+        f"must divide among the {replicas} replicas. Received: "
+        f"batch_size={config.batch_size}"
+      )
   if chief:
     common.write_config(
       workdir,
@@ -254,6 +280,8 @@ def main(argv):
             "strategy",
             "num_gpus",
             "jit_compile",
+            "deterministic",
+            "cpu_devices",
           )
         },
         "num_runs": len(configs),
@@ -292,7 +320,8 @@ def main(argv):
       record["train_seconds"],
       elapsed / (index + 1) * (len(todo) - index - 1),
     )
-    shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
+    if chief:
+      shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
   if not chief:
     return
   wanted = {c.run_id for c in configs}

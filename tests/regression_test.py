@@ -56,7 +56,9 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(model.objective.order, 1)
     self.assertLen(model.trainable_weights, 6)
 
-  @parameterized.parameters("regular", "sobolev", "stochastic", "sobolev_fd")
+  @parameterized.parameters(
+    "regular", "sobolev", "stochastic", "sobolev_fd", "sobolev2", "stochastic2"
+  )
   def test_training_reduces_test_error(self, method):
     config = _config(method=method, steps=200, train_size=64)
     function = functions.get_function(config.function)

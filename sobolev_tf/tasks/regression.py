@@ -7,6 +7,10 @@ with one training method and scores it on a fixed held-out sample. Methods:
 * `sobolev`: values and full input gradients (L2 + L2), the paper's method.
 * `stochastic`: values and one random projection of the gradient per example.
 * `sobolev2`: values, gradients and Hessians (full); smooth functions only.
+* `stochastic2`: values, projected gradients and Hessian-vector products
+  projected again (one random direction per example and step); for scalar
+  functions the order-1 projection is the full gradient, and the order-2
+  term costs one Hessian-vector product instead of `d`.
 * `sobolev_fd`: like `sobolev`, with gradients from central finite
   differences of the function treated as a black-box NumPy callable.
 
@@ -45,6 +49,7 @@ METHODS = {
   "sobolev": dict(order=1, mode="full"),
   "stochastic": dict(order=1, mode="stochastic"),
   "sobolev2": dict(order=2, mode="full"),
+  "stochastic2": dict(order=2, mode="stochastic"),
   "sobolev_fd": dict(order=1, mode="full"),
 }
 TEST_SEED_OFFSET = 1_000_003
@@ -206,17 +211,64 @@ def build_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
 
 
 def train_dataset(
-  x: np.ndarray, y: Dict[str, np.ndarray], batch_size: int, seed: int
+  x: np.ndarray,
+  y: Dict[str, np.ndarray],
+  batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  input_context: Optional[tf.distribute.InputContext] = None,
 ) -> tf.data.Dataset:
-  """An endless, shuffled dataset of `(x, y)` batches."""
-  batch_size = min(batch_size, len(x))
-  return (
-    tf.data.Dataset.from_tensor_slices((x, y))
-    .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    .repeat()
-    .batch(batch_size, drop_remainder=True)
-    .prefetch(tf.data.AUTOTUNE)
+  """An endless, shuffled dataset of `(x, y)` batches, resumable at any step.
+
+  Pass `p` over the data is the permutation drawn from `(seed, p)` by a
+  stateless shuffle, so global batch `k` depends only on `seed` and `k`: a
+  run resumed at step `start_step` continues with exactly the batches it
+  would have seen, and every strategy sees the same global batches.
+
+  Args:
+    x: inputs `[N, d]`.
+    y: targets, each `[N, ...]`.
+    batch_size: global batch size, capped at `N`.
+    seed: seed of the permutations.
+    start_step: index of the first global batch.
+    input_context: from `strategy.distribute_datasets_from_function`: the
+      global batch is cut into per-replica slices, handed to the replicas in
+      order, and this input pipeline keeps its own replicas' slices.
+
+  Returns:
+    Batches of `batch_size` examples, or per-replica slices of them.
+  """
+  n = len(x)
+  batch_size = min(batch_size, n)
+  replicas, per_replica = 1, batch_size
+  if input_context is not None:
+    replicas = input_context.num_replicas_in_sync
+    per_replica = input_context.get_per_replica_batch_size(batch_size)
+
+  def permutation(epoch):
+    order = tf.random.experimental.stateless_shuffle(
+      tf.range(n, dtype=tf.int64),
+      seed=tf.stack([tf.cast(seed, tf.int64), epoch]),
+    )
+    return tf.data.Dataset.from_tensor_slices(order)
+
+  x, y = tf.constant(x), tf.nest.map_structure(tf.constant, y)
+  slices = (
+    tf.data.Dataset.counter()
+    .flat_map(permutation)
+    .batch(per_replica, drop_remainder=True)
+    .skip(start_step * replicas)
   )
+  if input_context is not None:
+    slices = slices.shard(
+      input_context.num_input_pipelines, input_context.input_pipeline_id
+    )
+  return slices.map(
+    lambda index: (
+      tf.gather(x, index),
+      tf.nest.map_structure(lambda v: tf.gather(v, index), y),
+    )
+  ).prefetch(tf.data.AUTOTUNE)
 
 
 def evaluate(
