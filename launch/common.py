@@ -8,11 +8,15 @@ flags skips what is done and loses nothing.
 
 import json
 import os
+import shutil
+import time
 from typing import Any
+from typing import Callable
 from typing import Dict
 from typing import Iterator
 from typing import List
 from typing import Optional
+from typing import Sequence
 
 from absl import flags
 from absl import logging
@@ -199,6 +203,61 @@ class ResultStore:
 
   def __iter__(self) -> Iterator[Dict[str, Any]]:
     return iter(self.records())
+
+
+def run_sweep(
+  workdir: str,
+  configs: Sequence[Any],
+  run_fn: Callable[[Any, str], Dict[str, Any]],
+  chief: bool,
+  describe: Callable[[Dict[str, Any]], str],
+) -> List[Dict[str, Any]]:
+  """Runs every config whose result is not yet in `workdir/results.jsonl`.
+
+  Each config needs a `run_id`; its run gets `workdir/runs/<run_id>/`, and
+  its checkpoints there (`checkpoints/`) are deleted once its record is
+  written. Progress is logged after each run.
+
+  Args:
+    workdir: the sweep's directory.
+    configs: the runs, in order.
+    run_fn: `(config, run_dir)` to the run's result record (with
+      `run_id` and `train_seconds`).
+    chief: whether this task writes the records.
+    describe: a record to the few words logged about it.
+
+  Returns:
+    The records of `configs`, finished before or now, in the order
+    written.
+  """
+  store = ResultStore(os.path.join(workdir, "results.jsonl"))
+  finished = store.finished()
+  todo = [c for c in configs if c.run_id not in finished]
+  logging.info(
+    "%d runs, %d already finished, %d to go.",
+    len(configs),
+    len(configs) - len(todo),
+    len(todo),
+  )
+  start = time.perf_counter()
+  for index, config in enumerate(todo):
+    run_dir = os.path.join(workdir, "runs", config.run_id)
+    record = run_fn(config, run_dir)
+    if chief:
+      store.add(record)
+      shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
+    elapsed = time.perf_counter() - start
+    logging.info(
+      "[%d/%d] %s: %s (%.1fs; ~%.0fs left)",
+      index + 1,
+      len(todo),
+      config.run_id,
+      describe(record),
+      record["train_seconds"],
+      elapsed / (index + 1) * (len(todo) - index - 1),
+    )
+  wanted = {c.run_id for c in configs}
+  return [r for r in store.records() if r["run_id"] in wanted]
 
 
 def mean_and_std(values: List[float]) -> Optional[tuple]:

@@ -32,7 +32,6 @@ Functions take an optional dimension, e.g.
 """
 
 import os
-import shutil
 import time
 from typing import Any
 from typing import Dict
@@ -40,7 +39,6 @@ from typing import List
 
 from absl import app
 from absl import flags
-from absl import logging
 import keras
 import tensorflow as tf
 
@@ -294,38 +292,18 @@ def main(argv):
         "replicas": strategy.num_replicas_in_sync,
       },
     )
-  store = common.ResultStore(os.path.join(workdir, "results.jsonl"))
-  finished = store.finished()
-  todo = [c for c in configs if c.run_id not in finished]
-  logging.info(
-    "%d runs, %d already finished, %d to go.",
-    len(configs),
-    len(configs) - len(todo),
-    len(todo),
+  records = common.run_sweep(
+    workdir,
+    configs,
+    lambda config, run_dir: run_one(config, run_dir, strategy, chief),
+    chief,
+    lambda record: (
+      f"test MSE {record['test_mse']:.4g}, "
+      f"gradient MSE {record['test_gradient_mse']:.4g}"
+    ),
   )
-  sweep_start = time.perf_counter()
-  for index, config in enumerate(todo):
-    run_dir = os.path.join(workdir, "runs", config.run_id)
-    record = run_one(config, run_dir, strategy, chief)
-    if chief:
-      store.add(record)
-    elapsed = time.perf_counter() - sweep_start
-    logging.info(
-      "[%d/%d] %s: test MSE %.4g, gradient MSE %.4g (%.1fs; ~%.0fs left)",
-      index + 1,
-      len(todo),
-      config.run_id,
-      record["test_mse"],
-      record["test_gradient_mse"],
-      record["train_seconds"],
-      elapsed / (index + 1) * (len(todo) - index - 1),
-    )
-    if chief:
-      shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
   if not chief:
     return
-  wanted = {c.run_id for c in configs}
-  records = [r for r in store.records() if r["run_id"] in wanted]
   table = regression_report.write_table(records, workdir)
   regression_report.figure2(records, os.path.join(workdir, "figure2.png"))
   panels = figure3_panels(workdir, records)
@@ -333,7 +311,7 @@ def main(argv):
     regression_report.figure3(panels, os.path.join(workdir, "figure3.png"))
   print(table)
   print(
-    f"\nResults: {store.path}\nTable: {workdir}/table.md\nFigures: "
+    f"\nResults: {workdir}/results.jsonl\nTable: {workdir}/table.md\nFigures: "
     f"{workdir}/figure2.png"
     + (f", {workdir}/figure3.png" if panels else "")
     + f"\nTensorBoard: tensorboard --logdir={workdir}/runs"
