@@ -34,6 +34,8 @@ setuptools.setup(
     "keras==3.15.1",
     "matplotlib==3.11.2",
     "numpy>=1.26",
+    # The synthetic-gradient experiment's offline data set (digits).
+    "scikit-learn==1.9.1",
     "tensorboard==2.21.0",
     "tensorflow-datasets==4.9.10",
   ],

@@ -68,6 +68,11 @@ _LEARNING_RATE = flags.DEFINE_float(
   "learning_rate", 1e-3, "Initial Adam step size (cosine decay to 0)."
 )
 _ACTIVATION = flags.DEFINE_string("activation", "relu", "Hidden activation.")
+_DERIVATIVE_WEIGHT = flags.DEFINE_float(
+  "derivative_weight",
+  1.0,
+  "Multiplies the derivative terms' weights; 1 keeps the paper's balance.",
+)
 _TEST_SIZE = flags.DEFINE_integer("test_size", 10_000, "Held-out points.")
 _CHECKPOINTS = flags.DEFINE_integer(
   "checkpoints_per_run", 4, "Checkpoints (and TensorBoard points) per run."
@@ -120,6 +125,7 @@ def sweep_configs() -> List[regression.RunConfig]:
       batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value,
       activation=_ACTIVATION.value,
+      derivative_weight=_DERIVATIVE_WEIGHT.value,
       test_size=_TEST_SIZE.value,
     )
     for name, dim in _parse_functions(_FUNCTIONS.value)
@@ -272,6 +278,7 @@ def main(argv):
             "batch_size",
             "learning_rate",
             "activation",
+            "derivative_weight",
             "test_size",
             "quick",
             "full_grid",

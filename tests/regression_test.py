@@ -75,6 +75,14 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     after = regression.evaluate(model.model, x_test, y_test)
     self.assertLess(after["test_mse"], before["test_mse"])
 
+  def test_derivative_weight_scales_the_derivative_terms(self):
+    config = _config(method="sobolev2", derivative_weight=10.0)
+    self.assertEndsWith(config.run_id, "-sobolev2-w10-s0")
+    function = functions.get_function(config.function)
+    (_, y), _ = regression.make_data(config, function)
+    weights = regression.build_model(config, function, y).objective.loss_weights
+    self.assertAllClose(np.array(weights) / weights[0], [1.0, 10.0, 10.0])
+
   def test_second_order_needs_smooth_function(self):
     config = _config(function="bukin_n6", method="sobolev2")
     with self.assertRaisesRegex(ValueError, "not twice differentiable"):

@@ -69,6 +69,8 @@ class RunConfig:
     batch_size: global batch size (capped at `train_size`).
     learning_rate: Adam step size.
     activation: hidden activation; `sobolev2` needs a smooth one.
+    derivative_weight: multiplies the derivative terms' weights (1 keeps
+      the paper's balance).
     hidden_sizes: widths of the hidden layers.
     test_size: number of held-out points (sampled with a fixed seed).
   """
@@ -82,6 +84,7 @@ class RunConfig:
   batch_size: int = 32
   learning_rate: float = 1e-3
   activation: str = "relu"
+  derivative_weight: float = 1.0
   hidden_sizes: Tuple[int, ...] = (256, 256)
   test_size: int = 10_000
 
@@ -102,6 +105,8 @@ class RunConfig:
   def run_id(self) -> str:
     """A name unique within a sweep, usable as a directory name."""
     activation = "" if self.activation == "relu" else f"-{self.activation}"
+    if self.derivative_weight != 1:
+      activation += f"-w{self.derivative_weight:g}"
     return (
       f"{self.function}-d{self.dim}-n{self.train_size}-{self.method}"
       f"{activation}-s{self.seed}"
@@ -187,7 +192,8 @@ def build_model(
     build_network(config, function, value_mean, value_std),
     order=method["order"],
     mode=method.get("mode", "full"),
-    loss_weights=[1 / value_std**2] * (method["order"] + 1),
+    loss_weights=[1 / value_std**2]
+    + [config.derivative_weight / value_std**2] * method["order"],
     seed=config.seed,
   )
   model.build((None, config.dim))

@@ -1,0 +1,1 @@
+"""Sonnet networks of the experiments."""

@@ -1,0 +1,206 @@
+"""Networks of the synthetic-gradient experiment (paper Sec. 4.3), in Sonnet.
+
+A classifier split into parts (`SplitConvNet`), and the modules that produce
+a synthetic gradient SG(h, y) ≈ ∂L/∂h at a split activation h (Table 1):
+
+* `DirectSG`: a network whose output is SG(h, y) itself, as in decoupled
+  neural interfaces (Jaderberg et al., 2016); its last layer starts at zero,
+  so it starts by sending no signal.
+* `ScalarCritic`: a learned scalar m(h, y); SG = ∂m/∂h. Used by `vfbn`.
+* `LossCritic`: m(h, y) = L(p(h), y), a class predictor p followed by the
+  log loss; SG = ∂m/∂h. Used by `critic` and `sobolev`.
+
+Because SG = ∂m/∂h for the critics, their SG has a symmetric Jacobian with
+respect to h (it is m's Hessian), a gradient field (the paper's
+Proposition 4); a `DirectSG` in general has not.
+
+Shapes: `h` is a conv activation `[B, H, W, C]`; `labels` are class indices
+`[B]`; critics return `[B]`, `DirectSG` returns `[B, H, W, C]`.
+"""
+
+from typing import List
+from typing import Sequence
+
+import sonnet as snt
+import tensorflow as tf
+
+
+class ConvBlock(snt.Module):
+  """3×3 convolution, optional batch norm, ReLU: one part of a split net."""
+
+  def __init__(
+    self,
+    channels: int,
+    stride: int = 1,
+    batch_norm: bool = False,
+    name: str = "conv_block",
+  ):
+    super().__init__(name=name)
+    self._conv = snt.Conv2D(channels, 3, stride=stride, name="conv")
+    self._batch_norm = (
+      snt.BatchNorm(True, True, name="batch_norm") if batch_norm else None
+    )
+
+  def __call__(self, x: tf.Tensor, is_training: bool) -> tf.Tensor:
+    """`[B, H, W, C_in] -> [B, H / stride, W / stride, channels]`."""
+    h = self._conv(x)  # [B, H / stride, W / stride, channels]
+    if self._batch_norm is not None:
+      h = self._batch_norm(h, is_training=is_training)
+    return tf.nn.relu(h)
+
+
+class Head(snt.Module):
+  """Global average pooling and a linear layer to the class logits."""
+
+  def __init__(self, num_classes: int, name: str = "head"):
+    super().__init__(name=name)
+    self._linear = snt.Linear(num_classes, name="logits")
+
+  def __call__(self, x: tf.Tensor, is_training: bool) -> tf.Tensor:
+    """`[B, H, W, C] -> [B, num_classes]` logits."""
+    del is_training
+    return self._linear(tf.reduce_mean(x, axis=[1, 2]))  # [B, classes]
+
+
+class SplitConvNet(snt.Module):
+  """A convnet as a list of parts: conv blocks, then the head.
+
+  With `channels=(32, 32, 64)` and `strides=(1, 1, 2)` on 8×8 digits the
+  parts map `[B, 8, 8, 1] -> [B, 8, 8, 32] -> [B, 8, 8, 32] -> [B, 4, 4, 64]
+  -> [B, 10]`, so there are three split points, one after each block.
+
+  Args:
+    channels: output channels of each conv block.
+    strides: stride of each conv block.
+    num_classes: number of classes.
+    batch_norm: batch normalisation in the blocks.
+  """
+
+  def __init__(
+    self,
+    channels: Sequence[int],
+    strides: Sequence[int],
+    num_classes: int,
+    batch_norm: bool = False,
+    name: str = "split_conv_net",
+  ):
+    super().__init__(name=name)
+    if len(channels) != len(strides):
+      raise ValueError(
+        "Expected one stride per conv block. Received: "
+        f"channels={list(channels)}, strides={list(strides)}"
+      )
+    self.parts: List[snt.Module] = [
+      ConvBlock(c, s, batch_norm, name=f"block_{i}")
+      for i, (c, s) in enumerate(zip(channels, strides, strict=True))
+    ]
+    self.parts.append(Head(num_classes))
+
+  def __call__(self, x: tf.Tensor, is_training: bool) -> tf.Tensor:
+    """Images `[B, H, W, C]` to logits `[B, num_classes]`."""
+    for part in self.parts:
+      x = part(x, is_training=is_training)
+    return x
+
+
+def _with_labels(h: tf.Tensor, labels: tf.Tensor, num_classes: int):
+  """`h` with the one-hot labels appended as constant channels."""
+  one_hot = tf.one_hot(labels, num_classes, dtype=h.dtype)  # [B, K]
+  planes = tf.broadcast_to(
+    one_hot[:, None, None, :], tf.concat([tf.shape(h)[:3], [num_classes]], 0)
+  )
+  return tf.concat([h, planes], axis=-1)  # [B, H, W, C + K]
+
+
+class DirectSG(snt.Module):
+  """SG(h, y) from a small convnet on h and the label (DNI).
+
+  Args:
+    num_classes: number of classes (the label is an input).
+    channels: channels of h, and of the output.
+    hidden_channels: channels of the hidden conv layer.
+  """
+
+  def __init__(
+    self,
+    num_classes: int,
+    channels: int,
+    hidden_channels: int = 64,
+    name: str = "direct_sg",
+  ):
+    super().__init__(name=name)
+    self._num_classes = num_classes
+    self._hidden = snt.Conv2D(hidden_channels, 3, name="hidden")
+    self._output = snt.Conv2D(
+      channels, 3, w_init=tf.zeros_initializer(), name="output"
+    )
+
+  def __call__(self, h: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """SG(h, y), shaped like `h`."""
+    features = tf.nn.relu(
+      self._hidden(_with_labels(h, labels, self._num_classes))
+    )
+    return self._output(features)  # [B, H, W, C]
+
+
+class ScalarCritic(snt.Module):
+  """A learned scalar m(h, y): conv features, the label, an MLP to [B].
+
+  Args:
+    num_classes: number of classes (the label is an input).
+    hidden_channels: channels of the conv layer.
+    hidden_size: width of the hidden linear layer.
+  """
+
+  def __init__(
+    self,
+    num_classes: int,
+    hidden_channels: int = 64,
+    hidden_size: int = 64,
+    name: str = "scalar_critic",
+  ):
+    super().__init__(name=name)
+    self._num_classes = num_classes
+    self._conv = snt.Conv2D(hidden_channels, 3, name="conv")
+    self._hidden = snt.Linear(hidden_size, name="hidden")
+    self._output = snt.Linear(1, name="output")
+
+  def __call__(self, h: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """m(h, y), `[B]`."""
+    features = tf.nn.softplus(
+      self._conv(_with_labels(h, labels, self._num_classes))
+    )
+    pooled = tf.reduce_mean(features, axis=[1, 2])  # [B, hidden_channels]
+    hidden = tf.nn.softplus(self._hidden(pooled))
+    return tf.squeeze(self._output(hidden), -1)  # [B]
+
+
+class LossCritic(snt.Module):
+  """m(h, y) = L(p(h), y): a class predictor p followed by the log loss.
+
+  p is a small copy of the rest of a classifier: a conv layer, global
+  average pooling and a linear layer to the logits. Softplus keeps m twice
+  differentiable (ReLU's second derivative is zero almost everywhere).
+
+  Args:
+    num_classes: number of classes.
+    hidden_channels: channels of the conv layer.
+  """
+
+  def __init__(
+    self, num_classes: int, hidden_channels: int = 64, name: str = "loss_critic"
+  ):
+    super().__init__(name=name)
+    self._conv = snt.Conv2D(hidden_channels, 3, name="conv")
+    self._logits = snt.Linear(num_classes, name="logits")
+
+  def predict(self, h: tf.Tensor) -> tf.Tensor:
+    """p(h): the class logits `[B, num_classes]`."""
+    features = tf.nn.softplus(self._conv(h))
+    return self._logits(tf.reduce_mean(features, axis=[1, 2]))
+
+  def __call__(self, h: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """The predicted loss L(p(h), y), `[B]`."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels, self.predict(h)
+    )  # [B]

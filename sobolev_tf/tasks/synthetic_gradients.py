@@ -1,0 +1,369 @@
+"""Decoupled training with synthetic gradients (paper Sec. 4.3, Table 1).
+
+A classifier (`SplitConvNet`) is cut into stages at `num_modules` split
+points. Every stage reads its input through `tf.stop_gradient`, so no true
+gradient crosses a split. The top stage learns from the true loss; every
+lower stage `i` is updated with the synthetic gradient SG_i(h_i, y) produced
+at its output h_i by the SG module at that split: its parameter gradient is
+`mean_b J_b^T SG_i[b]`. SG modules predict per-example gradients,
+`∂ℓ_b/∂h_b`.
+
+Variants (`VARIANTS`):
+
+* `backprop`: no splits, the ordinary gradient (the baseline).
+* `noprop`: the lower stages never learn; only the top stage does.
+* `direct`: SG = `DirectSG(h, y)`, regressed (L2) onto the gradient coming
+  down from the stage above. As in decoupled neural interfaces, that is the
+  true gradient at the top split and, below it, the stage above's own
+  synthetic gradient carried back through that stage (`J^T SG_{i+1}`,
+  bootstrapping).
+* `vfbn`: SG = ∂m/∂h of a `ScalarCritic` m, supervised on the gradient only.
+* `critic`: SG = ∂m/∂h of a `LossCritic` m = L(p(h), y), supervised on the
+  loss value only: the true per-example loss at the top split, the critic
+  above's prediction `m_{i+1}(h_{i+1}, y)` below it.
+* `sobolev`: the same critic supervised on value and gradient.
+
+Every target is detached (`tf.stop_gradient`): a known bug of public DNI
+code trained the SG module through its own target. The critics' gradients
+and the SG modules' losses come from the core: `SobolevObjective` (order 0
+for `critic`, order 1 for `sobolev`, order 1 with value weight 0 for `vfbn`)
+and `derivatives.vector_jacobian_product`. With `warmup_steps`, the SG
+modules train for that many steps before their gradients reach the lower
+stages.
+
+Each training step also logs, per split, the cosine between the synthetic
+gradient and the true gradient (the top stage's loss backpropagated through
+every stage above the split), averaged over the batch.
+"""
+
+import dataclasses
+from typing import Dict
+from typing import List
+from typing import Optional
+from typing import Tuple
+
+import keras
+import sonnet as snt
+import tensorflow as tf
+
+from sobolev_tf import derivatives
+from sobolev_tf import objective as objective_lib
+from sobolev_tf.layers import synthetic_gradients as sg_layers
+
+VARIANTS = ("backprop", "noprop", "direct", "vfbn", "critic", "sobolev")
+_CRITIC_VARIANTS = ("vfbn", "critic", "sobolev")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """One decoupled-training run.
+
+  Attributes:
+    variant: one of `VARIANTS`.
+    num_modules: number of split points (SG modules), at most the number of
+      conv blocks.
+    num_classes: number of classes.
+    channels: channels of the conv blocks.
+    strides: strides of the conv blocks.
+    batch_norm: batch normalisation in the conv blocks.
+    learning_rate: Adam step size of the classifier.
+    sg_learning_rate: Adam step size of the SG modules.
+    gradient_weight: weight of the gradient terms of `direct`, `vfbn` and
+      `sobolev`, on the mean squared error over h's elements; the value
+      terms have weight 1.
+    warmup_steps: steps the SG modules train before the lower stages use
+      their output.
+  """
+
+  variant: str
+  num_modules: int = 3
+  num_classes: int = 10
+  channels: Tuple[int, ...] = (32, 32, 64)
+  strides: Tuple[int, ...] = (1, 1, 2)
+  batch_norm: bool = False
+  learning_rate: float = 1e-3
+  sg_learning_rate: float = 1e-3
+  gradient_weight: float = 100.0
+  warmup_steps: int = 0
+
+  def __post_init__(self):
+    if self.variant not in VARIANTS:
+      raise ValueError(
+        f"Received an invalid value for `variant`, expected one of "
+        f"{list(VARIANTS)}. Received: variant={self.variant!r}"
+      )
+    if not 1 <= self.num_modules <= len(self.channels):
+      raise ValueError(
+        f"Received an invalid value for `num_modules`, expected 1 to "
+        f"{len(self.channels)} (one split after each conv block at most). "
+        f"Received: num_modules={self.num_modules}"
+      )
+
+
+def split_points(num_blocks: int, num_modules: int) -> List[int]:
+  """Indices of the conv blocks after which the net is split.
+
+  Three modules on three blocks split after every block; one module splits
+  after the middle block (as the paper places one module in ResNet-50).
+  """
+  if num_modules == num_blocks:
+    return list(range(num_blocks))
+  step = num_blocks / (num_modules + 1)
+  return sorted({max(0, round(step * (k + 1)) - 1) for k in range(num_modules)})
+
+
+def _cosine(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+  """Mean over the batch of the cosine between per-example tensors."""
+  a = tf.reshape(a, [tf.shape(a)[0], -1])
+  b = tf.reshape(b, [tf.shape(b)[0], -1])
+  return tf.reduce_mean(
+    tf.reduce_sum(a * b, -1)
+    / tf.maximum(tf.norm(a, axis=-1) * tf.norm(b, axis=-1), 1e-12)
+  )
+
+
+def _replica_scale() -> float:
+  context = tf.distribute.get_replica_context()
+  return 1.0 / (context.num_replicas_in_sync if context else 1)
+
+
+class DecoupledClassifier(snt.Module):
+  """A split classifier, its SG modules and their optimisers.
+
+  Build it under the strategy's scope; `train_step` runs in a replica
+  context (inside `strategy.run`) or without a strategy.
+
+  Args:
+    config: the run's `Config`.
+    input_shape: shape of one image, e.g. `(8, 8, 1)`.
+  """
+
+  def __init__(self, config: Config, input_shape: Tuple[int, ...]):
+    super().__init__(name="decoupled_classifier")
+    self.config = config
+    self.network = sg_layers.SplitConvNet(
+      config.channels, config.strides, config.num_classes, config.batch_norm
+    )
+    cuts = split_points(len(config.channels), config.num_modules)
+    bounds = [0, *(c + 1 for c in cuts), len(self.network.parts)]
+    # Stage s runs parts[bounds[s]:bounds[s + 1]]; split s follows stage s.
+    self.stages = [
+      self.network.parts[start:end]
+      for start, end in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    self.sg_modules = [
+      self._make_sg_module(config.channels[cut], k)
+      for k, cut in enumerate(cuts)
+    ]
+    self._objective = {
+      "vfbn": objective_lib.SobolevObjective(
+        order=1, loss_weights=[0.0, config.gradient_weight]
+      ),
+      "critic": objective_lib.SobolevObjective(order=0),
+      "sobolev": objective_lib.SobolevObjective(
+        order=1, loss_weights=[1.0, config.gradient_weight]
+      ),
+    }.get(config.variant)
+    self.optimizer = keras.optimizers.Adam(config.learning_rate)
+    self.sg_optimizer = keras.optimizers.Adam(config.sg_learning_rate)
+    # Build every variable now, so that checkpoints restore before training.
+    images = tf.zeros([1, *input_shape])
+    labels = tf.zeros([1], tf.int64)
+    h = images
+    for stage, sg_module in zip(
+      self.stages, [*self.sg_modules, None], strict=True
+    ):
+      h = self._run(stage, h, False)
+      if sg_module is not None:
+        sg_module(h, labels)
+    self.optimizer.build(self.network.trainable_variables)
+    if self.sg_modules:
+      self.sg_optimizer.build(self.sg_variables)
+
+  def _make_sg_module(self, channels: int, index: int) -> Optional[snt.Module]:
+    variant, classes = self.config.variant, self.config.num_classes
+    if variant == "direct":
+      return sg_layers.DirectSG(classes, channels, name=f"direct_sg_{index}")
+    if variant == "vfbn":
+      return sg_layers.ScalarCritic(classes, name=f"scalar_critic_{index}")
+    if variant in ("critic", "sobolev"):
+      return sg_layers.LossCritic(classes, name=f"loss_critic_{index}")
+    return None
+
+  @property
+  def sg_variables(self) -> List[tf.Variable]:
+    """The SG modules' trainable variables."""
+    return [v for m in self.sg_modules if m for v in m.trainable_variables]
+
+  @staticmethod
+  def _run(stage, x: tf.Tensor, is_training: bool) -> tf.Tensor:
+    for part in stage:
+      x = part(x, is_training=is_training)
+    return x
+
+  def __call__(self, images: tf.Tensor, is_training: bool = False):
+    """Class logits `[B, num_classes]`."""
+    return self.network(images, is_training=is_training)
+
+  def synthetic_gradient(
+    self, index: int, h: tf.Tensor, labels: tf.Tensor
+  ) -> tf.Tensor:
+    """SG at split `index`, `[B, H, W, C]` (differentiable in `h`)."""
+    module = self.sg_modules[index]
+    if self.config.variant == "direct":
+      return module(h, labels)
+    return derivatives.vector_jacobian_product(
+      lambda a: module(a, labels), h, tf.ones_like(labels, h.dtype)
+    )
+
+  def _sg_loss(
+    self,
+    index: int,
+    h: tf.Tensor,
+    labels: tf.Tensor,
+    value_target: tf.Tensor,
+    gradient_target: tf.Tensor,
+  ) -> tf.Tensor:
+    """The SG module's training loss at split `index` (targets detached)."""
+    module = self.sg_modules[index]
+    value_target = tf.stop_gradient(value_target)
+    gradient_target = tf.stop_gradient(gradient_target)
+    if self.config.variant == "direct":
+      error = tf.square(module(h, labels) - gradient_target)
+      return (
+        self.config.gradient_weight * tf.reduce_mean(error) * _replica_scale()
+      )
+    targets = {"value": value_target[:, None], "d1": gradient_target[:, None]}
+    if self.config.variant == "critic":
+      targets.pop("d1")
+    if self.config.variant == "vfbn":
+      targets.pop("value")
+    return self._objective(
+      lambda a: module(a, labels)[:, None], h, targets
+    ).total
+
+  def train_step(self, batch) -> Dict[str, tf.Tensor]:
+    """One step of every stage and every SG module; returns scalar logs."""
+    images, labels = batch
+    config = self.config
+    decoupled = config.variant != "backprop"
+    with tf.GradientTape(persistent=True) as tape:
+      inputs, outputs = [], []
+      h = images
+      for stage in self.stages:
+        x = tf.stop_gradient(h) if decoupled else h
+        tape.watch(x)
+        inputs.append(x)
+        h = self._run(stage, x, True)
+        outputs.append(h)
+      losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, h)
+      loss = tf.reduce_mean(losses) * _replica_scale()
+    variables = self.network.trainable_variables
+    logs = {
+      "loss": tf.reduce_mean(losses),
+      "accuracy": tf.reduce_mean(
+        tf.cast(tf.equal(tf.argmax(h, -1), labels), tf.float32)
+      ),
+    }
+    if not decoupled:
+      self.optimizer.apply(tape.gradient(loss, variables), variables)
+      return logs
+
+    # The true per-example gradient at every split, for the targets at the
+    # top split and the cosines: backprop by hand across the boundaries.
+    true_gradients = [None] * len(self.sg_modules)
+    upstream = tape.gradient(losses, inputs[-1])  # of their sum
+    for index in reversed(range(len(self.sg_modules))):
+      true_gradients[index] = upstream
+      if index:
+        upstream = tape.gradient(
+          outputs[index], inputs[index], output_gradients=upstream
+        )
+
+    top_variables = _variables(self.stages[-1])
+    gradients = dict(
+      zip(
+        map(id, top_variables),
+        tape.gradient(loss, top_variables),
+        strict=True,
+      )
+    )
+    applied = tf.cast(self.optimizer.iterations >= config.warmup_steps, h.dtype)
+    sg_gradients = []
+    value_target, gradient_target = losses, true_gradients[-1]
+    for index in reversed(range(len(self.sg_modules))):
+      h_split = tf.stop_gradient(outputs[index])
+      if config.variant == "noprop":
+        synthetic = tf.zeros_like(h_split)
+      else:
+        with tf.GradientTape() as sg_tape:
+          sg_loss = self._sg_loss(
+            index, h_split, labels, value_target, gradient_target
+          )
+        module_variables = self.sg_modules[index].trainable_variables
+        sg_gradients += zip(
+          sg_tape.gradient(sg_loss, module_variables),
+          module_variables,
+          strict=True,
+        )
+        logs[f"sg_loss_{index}"] = sg_loss / _replica_scale()
+        synthetic = tf.stop_gradient(
+          self.synthetic_gradient(index, h_split, labels)
+        )
+        logs[f"cosine_{index}"] = _cosine(synthetic, true_gradients[index])
+        if index:  # The signal this split sends down to the one below.
+          gradient_target = tape.gradient(
+            outputs[index], inputs[index], output_gradients=synthetic
+          )
+          if config.variant in ("critic", "sobolev"):
+            value_target = self.sg_modules[index](h_split, labels)
+      stage_variables = _variables(self.stages[index])
+      stage_gradients = tape.gradient(
+        outputs[index],
+        stage_variables,
+        output_gradients=synthetic
+        * (applied / tf.cast(tf.shape(images)[0], h.dtype))
+        * _replica_scale(),
+      )
+      gradients.update(
+        zip(map(id, stage_variables), stage_gradients, strict=True)
+      )
+    del tape
+    self.optimizer.apply([gradients[id(v)] for v in variables], variables)
+    if sg_gradients:
+      grads, sg_vars = zip(*sg_gradients, strict=True)
+      self.sg_optimizer.apply(list(grads), list(sg_vars))
+    return logs
+
+  def gradient_cosines(
+    self, images: tf.Tensor, labels: tf.Tensor
+  ) -> List[tf.Tensor]:
+    """Per split, the mean cosine of the synthetic to the true gradient.
+
+    In inference mode; the true gradient is the per-example loss's gradient
+    by ordinary backprop. Empty for `backprop` and `noprop`, which have no
+    synthetic gradients.
+    """
+    if self.config.variant in ("backprop", "noprop"):
+      return []
+    with tf.GradientTape() as tape:
+      activations, h = [], images
+      for stage in self.stages:
+        h = self._run(stage, h, False)
+        activations.append(h)
+      losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, h)
+    true_gradients = tape.gradient(losses, activations[:-1])
+    return [
+      _cosine(self.synthetic_gradient(index, h_split, labels), true)
+      for index, (h_split, true) in enumerate(
+        zip(activations[:-1], true_gradients, strict=True)
+      )
+    ]
+
+  def predict_logits(self, images: tf.Tensor) -> tf.Tensor:
+    """Logits in inference mode."""
+    return self.network(images, is_training=False)
+
+
+def _variables(stage) -> List[tf.Variable]:
+  return [v for part in stage for v in part.trainable_variables]
