@@ -32,6 +32,8 @@ from typing import Optional
 from absl import logging
 import tensorflow as tf
 
+from launch import common
+
 # A replica step: a batch in, scalar logs out.
 StepFn = Callable[..., Dict[str, tf.Tensor]]
 # (input context, first global step) -> per-replica batches.
@@ -195,3 +197,54 @@ def train(
       checkpointer.save(step)
   writer.close()
   return history
+
+
+def train_run(
+  run_dir: str,
+  strategy: tf.distribute.Strategy,
+  checkpoint: tf.train.Checkpoint,
+  step_fn: StepFn,
+  dataset_fn: DatasetFn,
+  step_counter: tf.Variable,
+  num_steps: int,
+  checkpoints: int = 4,
+  **kwargs,
+) -> List[Dict[str, float]]:
+  """`train` in a launcher's run directory.
+
+  Checkpoints go to `run_dir/checkpoints` (`checkpoints` of them over the
+  run, the chief's), the chief's scalars to `run_dir/tensorboard/train`.
+
+  Args:
+    run_dir: the run's directory.
+    strategy: as for `train`.
+    checkpoint: what to save.
+    step_fn: as for `train`.
+    dataset_fn: as for `train`.
+    step_counter: as for `train`.
+    num_steps: as for `train`.
+    checkpoints: checkpoints over the run.
+    **kwargs: the other arguments of `train`.
+
+  Returns:
+    What `train` returns.
+  """
+  chief = common.is_chief(strategy)
+  return train(
+    strategy,
+    step_fn,
+    dataset_fn,
+    step_counter,
+    num_steps,
+    Checkpointer(
+      checkpoint,
+      os.path.join(run_dir, "checkpoints"),
+      chief=chief,
+      worker=task_id(strategy),
+    ),
+    checkpoint_every=max(1, num_steps // max(1, checkpoints)),
+    summary_dir=os.path.join(run_dir, "tensorboard", "train")
+    if chief
+    else None,
+    **kwargs,
+  )

@@ -160,27 +160,19 @@ def run_one(
     model = regression.build_model(config, function, y_train)
     model.compile(optimizer=regression.build_optimizer(config))
     model.optimizer.build(model.trainable_variables)
-  checkpointer = loop.Checkpointer(
-    tf.train.Checkpoint(model=model, optimizer=model.optimizer),
-    os.path.join(run_dir, "checkpoints"),
-    chief=chief,
-    worker=loop.task_id(strategy),
-  )
   start = time.perf_counter()
-  loop.train(
+  loop.train_run(
+    run_dir,
     strategy,
+    tf.train.Checkpoint(model=model, optimizer=model.optimizer),
     model.train_step,
     lambda context, step: regression.train_dataset(
       x_train, y_train, config.batch_size, config.seed, step, context
     ),
     model.optimizer.iterations,
     config.steps,
-    checkpointer,
-    checkpoint_every=max(1, config.steps // max(1, _CHECKPOINTS.value)),
+    checkpoints=_CHECKPOINTS.value,
     steps_per_loop=_STEPS_PER_EXECUTION.value,
-    summary_dir=os.path.join(run_dir, "tensorboard", "train")
-    if chief
-    else None,
     reset_fn=model.reset_metrics,
     jit_compile=_JIT_COMPILE.value,
   )

@@ -23,7 +23,9 @@ split at 3 points):
       --dataset=digits --num_modules=3 --seeds=3
 
 CIFAR-10 and ImageNet (tensorflow-datasets; ImageNet from `--manual_dir`)
-use the same flags with `--dataset=cifar10` or `--dataset=imagenet2012`.
+use the same flags with `--dataset=cifar10` or `--dataset=imagenet2012`;
+the paper's ImageNet model is `--architecture=resnet50 --num_modules=1` (or
+3).
 """
 
 import os
@@ -68,6 +70,12 @@ _GRADIENT_WEIGHT = flags.DEFINE_float(
 )
 _WARMUP_STEPS = flags.DEFINE_integer(
   "warmup_steps", 0, "Steps the SG modules train before they are used."
+)
+_ARCHITECTURE = flags.DEFINE_enum(
+  "architecture",
+  "convnet",
+  list(sg.ARCHITECTURES),
+  "convnet (--channels, --strides) or resnet50 (ImageNet's ResNet-50).",
 )
 _CHANNELS = flags.DEFINE_list(
   "channels", ["32", "32", "64"], "Channels of the conv blocks."
@@ -158,29 +166,21 @@ def run_one(
     classifier = sg.DecoupledClassifier(
       run.config, image_data.IMAGE_SHAPES[_DATASET.value]
     )
-  checkpointer = loop.Checkpointer(
+  start = time.perf_counter()
+  loop.train_run(
+    run_dir,
+    strategy,
     tf.train.Checkpoint(
       classifier=classifier,
       optimizer=classifier.optimizer,
       sg_optimizer=classifier.sg_optimizer,
     ),
-    os.path.join(run_dir, "checkpoints"),
-    chief=chief,
-    worker=loop.task_id(strategy),
-  )
-  start = time.perf_counter()
-  loop.train(
-    strategy,
     classifier.train_step,
     lambda context, step: _train_dataset(context, step, run.seed),
     classifier.optimizer.iterations,
     _STEPS.value,
-    checkpointer,
-    checkpoint_every=max(1, _STEPS.value // max(1, _CHECKPOINTS.value)),
+    checkpoints=_CHECKPOINTS.value,
     steps_per_loop=_STEPS_PER_LOOP.value,
-    summary_dir=os.path.join(run_dir, "tensorboard", "train")
-    if chief
-    else None,
   )
   seconds = time.perf_counter() - start
   scores = evaluate(classifier)
@@ -248,6 +248,7 @@ def main(argv):
       sg.Config(
         variant=variant,
         num_modules=_NUM_MODULES.value,
+        architecture=_ARCHITECTURE.value,
         num_classes=image_data.NUM_CLASSES[_DATASET.value],
         channels=tuple(int(c) for c in _CHANNELS.value),
         strides=tuple(int(s) for s in _STRIDES.value),
@@ -272,6 +273,7 @@ def main(argv):
             "dataset",
             "variants",
             "num_modules",
+            "architecture",
             "seeds",
             "steps",
             "batch_size",

@@ -36,21 +36,17 @@ def main(argv):
     model = regression.build_model(config, function, y)
     model.compile(optimizer=regression.build_optimizer(config))
     model.optimizer.build(model.trainable_variables)
-  history = loop.train(
+  history = loop.train_run(
+    workdir,
     strategy,
+    tf.train.Checkpoint(model=model, optimizer=model.optimizer),
     model.train_step,
     lambda context, step: regression.train_dataset(
       x, y, config.batch_size, config.seed, step, context
     ),
     model.optimizer.iterations,
     config.steps,
-    loop.Checkpointer(
-      tf.train.Checkpoint(model=model, optimizer=model.optimizer),
-      os.path.join(workdir, "checkpoints"),
-      chief=common.is_chief(strategy),
-      worker=loop.task_id(strategy),
-    ),
-    checkpoint_every=config.steps // 2,
+    checkpoints=2,
     steps_per_loop=10,
     reset_fn=model.reset_metrics,
   )

@@ -8,6 +8,7 @@ import tempfile
 from absl.testing import parameterized
 import keras
 import numpy as np
+import sonnet as snt
 import tensorflow as tf
 
 from sobolev_tf.layers import synthetic_gradients as sg_layers
@@ -61,6 +62,10 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"Received: variant='dni'"):
       sg.Config("dni")
 
+  def test_unknown_architecture(self):
+    with self.assertRaisesRegex(ValueError, r"Received: architecture='vgg'"):
+      sg.Config("sobolev", architecture="vgg")
+
   def test_too_many_modules(self):
     with self.assertRaisesRegex(ValueError, r"Received: num_modules=4"):
       sg.Config("sobolev", num_modules=4)
@@ -86,6 +91,39 @@ class NetworkTest(tf.test.TestCase):
     self.assertEqual(sg_layers.DirectSG(10, 64)(h, labels).shape, h.shape)
     self.assertEqual(sg_layers.ScalarCritic(10)(h, labels).shape, [6])
     self.assertEqual(sg_layers.LossCritic(10)(h, labels).shape, [6])
+
+  def test_split_resnet50_is_sonnets_resnet50(self):
+    images = tf.zeros([1, 64, 64, 3])
+    split = sg_layers.SplitResNet50(1000)
+    shapes = []
+    h = images
+    for part in split.parts:
+      h = part(h, is_training=False)
+      shapes.append(h.shape.as_list())
+    self.assertEqual(
+      shapes,
+      [[1, 16, 16, 256], [1, 8, 8, 512], [1, 4, 4, 1024], [1, 2, 2, 2048]]
+      + [[1, 1000]],
+    )
+    reference = snt.nets.ResNet50(1000)
+    reference(images, is_training=False)
+
+    def sizes(module):
+      return sorted(int(np.prod(v.shape)) for v in module.trainable_variables)
+
+    self.assertEqual(sizes(split), sizes(reference))
+    self.assertEqual(sum(sizes(split)), 25_557_032)
+
+  def test_resnet50_decoupled_step(self):
+    keras.utils.set_random_seed(0)
+    classifier = sg.DecoupledClassifier(
+      sg.Config("sobolev", num_modules=1, architecture="resnet50"),
+      (32, 32, 3),
+    )
+    self.assertLen(classifier.stages, 2)  # split after block group 2
+    images = tf.random.stateless_normal([2, 32, 32, 3], seed=[0, 1])
+    logs = classifier.train_step((images, tf.constant([1, 2], tf.int64)))
+    self.assertTrue(np.isfinite(logs["sg_loss_0"]))
 
   def test_direct_sg_starts_at_zero(self):
     _, labels = _batch()

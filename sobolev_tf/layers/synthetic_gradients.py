@@ -103,6 +103,71 @@ class SplitConvNet(snt.Module):
     return x
 
 
+RESNET50_CHANNELS = (256, 512, 1024, 2048)
+
+
+class _ResNetStem(snt.Module):
+  """7×7/2 convolution, batch norm, ReLU, 3×3/2 max pooling, block group 1."""
+
+  def __init__(self, bn_config, name: str = "stem"):
+    super().__init__(name=name)
+    self._conv = snt.Conv2D(64, 7, stride=2, with_bias=False, name="conv")
+    self._batch_norm = snt.BatchNorm(True, True, name="batch_norm", **bn_config)
+    self._group = snt.nets.resnet.BlockGroup(
+      RESNET50_CHANNELS[0], 3, 1, bn_config, name="block_group_0"
+    )
+
+  def __call__(self, x: tf.Tensor, is_training: bool) -> tf.Tensor:
+    """`[B, H, W, 3] -> [B, H / 4, W / 4, 256]`."""
+    h = tf.nn.relu(self._batch_norm(self._conv(x), is_training=is_training))
+    h = tf.nn.max_pool2d(h, ksize=3, strides=2, padding="SAME")
+    return self._group(h, is_training=is_training)
+
+
+class _BlockGroupPart(snt.Module):
+  """One ResNet block group as a part with the `(x, is_training)` call."""
+
+  def __init__(self, index: int, num_blocks: int, bn_config):
+    super().__init__(name=f"block_group_{index}")
+    self._group = snt.nets.resnet.BlockGroup(
+      RESNET50_CHANNELS[index], num_blocks, 2, bn_config, name="group"
+    )
+
+  def __call__(self, x: tf.Tensor, is_training: bool) -> tf.Tensor:
+    """`[B, H, W, C] -> [B, H / 2, W / 2, channels]`."""
+    return self._group(x, is_training=is_training)
+
+
+class SplitResNet50(snt.Module):
+  """ResNet-50 (v1, Sonnet's bottleneck blocks) as a list of parts.
+
+  Parts: stem with block group 1 (`[B, 224, 224, 3] -> [B, 56, 56, 256]`),
+  block groups 2, 3 and 4 (`-> [B, 28, 28, 512] -> [B, 14, 14, 1024] ->
+  [B, 7, 7, 2048]`), and the head (global average pooling, linear to the
+  logits). The four block groups give the split points: three modules
+  split after groups 1, 2 and 3, one module after group 2.
+
+  Args:
+    num_classes: number of classes.
+  """
+
+  def __init__(self, num_classes: int, name: str = "split_resnet50"):
+    super().__init__(name=name)
+    bn_config = {"decay_rate": 0.9, "eps": 1e-5}
+    self.parts: List[snt.Module] = [_ResNetStem(bn_config)]
+    self.parts += [
+      _BlockGroupPart(index, num_blocks, bn_config)
+      for index, num_blocks in ((1, 4), (2, 6), (3, 3))
+    ]
+    self.parts.append(Head(num_classes))
+
+  def __call__(self, x: tf.Tensor, is_training: bool) -> tf.Tensor:
+    """Images `[B, H, W, 3]` to logits `[B, num_classes]`."""
+    for part in self.parts:
+      x = part(x, is_training=is_training)
+    return x
+
+
 def _with_labels(h: tf.Tensor, labels: tf.Tensor, num_classes: int):
   """`h` with the one-hot labels appended as constant channels."""
   one_hot = tf.one_hot(labels, num_classes, dtype=h.dtype)  # [B, K]

@@ -51,6 +51,7 @@ from sobolev_tf import objective as objective_lib
 from sobolev_tf.layers import synthetic_gradients as sg_layers
 
 VARIANTS = ("backprop", "noprop", "direct", "vfbn", "critic", "sobolev")
+ARCHITECTURES = ("convnet", "resnet50")
 _CRITIC_VARIANTS = ("vfbn", "critic", "sobolev")
 
 
@@ -61,7 +62,9 @@ class Config:
   Attributes:
     variant: one of `VARIANTS`.
     num_modules: number of split points (SG modules), at most the number of
-      conv blocks.
+      conv blocks (or ResNet-50's 4 block groups).
+    architecture: `convnet` (`SplitConvNet` with `channels` and `strides`)
+      or `resnet50` (`SplitResNet50`).
     num_classes: number of classes.
     channels: channels of the conv blocks.
     strides: strides of the conv blocks.
@@ -77,6 +80,7 @@ class Config:
 
   variant: str
   num_modules: int = 3
+  architecture: str = "convnet"
   num_classes: int = 10
   channels: Tuple[int, ...] = (32, 32, 64)
   strides: Tuple[int, ...] = (1, 1, 2)
@@ -92,12 +96,24 @@ class Config:
         f"Received an invalid value for `variant`, expected one of "
         f"{list(VARIANTS)}. Received: variant={self.variant!r}"
       )
-    if not 1 <= self.num_modules <= len(self.channels):
+    if self.architecture not in ARCHITECTURES:
+      raise ValueError(
+        f"Received an invalid value for `architecture`, expected one of "
+        f"{list(ARCHITECTURES)}. Received: architecture={self.architecture!r}"
+      )
+    if not 1 <= self.num_modules <= len(self.block_channels):
       raise ValueError(
         f"Received an invalid value for `num_modules`, expected 1 to "
-        f"{len(self.channels)} (one split after each conv block at most). "
+        f"{len(self.block_channels)} (one split after each block at most). "
         f"Received: num_modules={self.num_modules}"
       )
+
+  @property
+  def block_channels(self) -> Tuple[int, ...]:
+    """Output channels of each block of the network, before the head."""
+    if self.architecture == "resnet50":
+      return sg_layers.RESNET50_CHANNELS
+    return tuple(self.channels)
 
 
 def split_points(num_blocks: int, num_modules: int) -> List[int]:
@@ -141,10 +157,13 @@ class DecoupledClassifier(snt.Module):
   def __init__(self, config: Config, input_shape: Tuple[int, ...]):
     super().__init__(name="decoupled_classifier")
     self.config = config
-    self.network = sg_layers.SplitConvNet(
-      config.channels, config.strides, config.num_classes, config.batch_norm
-    )
-    cuts = split_points(len(config.channels), config.num_modules)
+    if config.architecture == "resnet50":
+      self.network = sg_layers.SplitResNet50(config.num_classes)
+    else:
+      self.network = sg_layers.SplitConvNet(
+        config.channels, config.strides, config.num_classes, config.batch_norm
+      )
+    cuts = split_points(len(config.block_channels), config.num_modules)
     bounds = [0, *(c + 1 for c in cuts), len(self.network.parts)]
     # Stage s runs parts[bounds[s]:bounds[s + 1]]; split s follows stage s.
     self.stages = [
@@ -152,7 +171,7 @@ class DecoupledClassifier(snt.Module):
       for start, end in zip(bounds[:-1], bounds[1:], strict=True)
     ]
     self.sg_modules = [
-      self._make_sg_module(config.channels[cut], k)
+      self._make_sg_module(config.block_channels[cut], k)
       for k, cut in enumerate(cuts)
     ]
     self._objective = {
