@@ -11,8 +11,11 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+from sobolev_tf import testing
 from sobolev_tf.layers import synthetic_gradients as sg_layers
 from sobolev_tf.tasks import synthetic_gradients as sg
+
+testing.configure_logical_cpus(2)
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -235,6 +238,31 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     for _ in range(60):
       last = step(batch)["loss"]
     self.assertLess(last, 0.7 * first)
+
+
+class DistributedTest(tf.test.TestCase, parameterized.TestCase):
+  @parameterized.parameters("backprop", "direct", "vfbn", "critic", "sobolev")
+  def test_two_replicas_match_one_device(self, variant):
+    batches = [_batch(batch_size=8, seed=seed) for seed in range(3)]
+    weights = []
+    for strategy in (tf.distribute.get_strategy(), testing.mirrored_strategy()):
+      with strategy.scope():
+        classifier = _classifier(variant)
+      dataset = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices(
+          tuple(tf.concat(parts, 0) for parts in zip(*batches, strict=True))
+        ).batch(8)
+      )
+
+      @tf.function
+      def step(batch, classifier=classifier, strategy=strategy):
+        strategy.run(classifier.train_step, args=(batch,))
+
+      for batch in dataset:
+        step(batch)
+      weights.append([v.numpy() for v in classifier.network.variables])
+    for one, two in zip(*weights, strict=True):
+      self.assertAllClose(one, two, rtol=1e-4, atol=1e-5)
 
 
 class LauncherTest(tf.test.TestCase):
