@@ -14,6 +14,7 @@ replicas, so that summing gradients across replicas averages them.
 """
 
 import dataclasses
+import re
 from typing import Any
 from typing import Callable
 from typing import Dict
@@ -59,7 +60,9 @@ class FunctionLoss(keras.losses.Loss):
   def __init__(
     self, fn: Callable[..., tf.Tensor], name: Optional[str] = None, **kwargs
   ):
-    super().__init__(name=name or fn.__name__, **kwargs)
+    # A valid TensorFlow name scope: "<lambda>" and "_private" are not.
+    default = re.sub(r"[^A-Za-z0-9_.]", "_", fn.__name__).strip("_")
+    super().__init__(name=name or default or "loss", **kwargs)
     self.fn = fn
 
   def call(self, y_true, y_pred):

@@ -279,6 +279,16 @@ class SobolevObjectiveTest(tf.test.TestCase, parameterized.TestCase):
     )
     self.assertAllClose(losses.terms["d1"], expected, atol=TIGHT)
 
+  def test_function_loss_names_are_valid_in_graphs(self):
+    def _private(y_true, y_pred):
+      return tf.reduce_mean(tf.square(y_true - y_pred), axis=-1)
+
+    for fn in (_private, lambda y_true, y_pred: _private(y_true, y_pred)):
+      loss = objective_lib.FunctionLoss(fn)
+      self.assertIn(loss.name, ("private", "lambda"))
+      value = tf.function(loss)(tf.ones([2, 3]), tf.zeros([2, 3]))
+      self.assertAllClose(value, 1.0)
+
   @parameterized.parameters("full", "stochastic")
   def test_eager_function_and_xla_agree(self, mode):
     objective = objective_lib.SobolevObjective(order=2, mode=mode)
