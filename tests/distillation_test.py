@@ -1,12 +1,21 @@
 """Tests for recording and distillation (paper Sec. 4.2)."""
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
 from sobolev_tf import derivatives
 from sobolev_tf.layers import atari
+from sobolev_tf.tasks import a2c
 from sobolev_tf.tasks import distillation
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class FakeEnv:
@@ -139,6 +148,46 @@ class DistillerTest(tf.test.TestCase, parameterized.TestCase):
     )
     self.assertBetween(metrics["action_error"], 0.0, 1.0)
     self.assertGreaterEqual(metrics["kl"], 0.0)
+
+
+class LauncherTest(tf.test.TestCase):
+  def test_record_and_distil_end_to_end(self):
+    workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
+    teacher_path = os.path.join(workdir, "teacher.npz")
+    a2c.save_weights(_teacher(num_actions=6), teacher_path)  # Pong: 6
+    process = subprocess.run(
+      [
+        sys.executable,
+        "-m",
+        "launch.distill",
+        f"--workdir={workdir}",
+        "--game=pong",
+        f"--teacher={teacher_path}",
+        "--num_states=64",
+        "--num_envs=4",
+        "--test_fraction=0.3",
+        "--fractions=0.5,1.0",
+        "--seeds=1",
+        "--steps=6",
+        "--eval_every=3",
+        "--batch_size=8",
+      ],
+      cwd=_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=600,
+    )
+    output = process.stdout + process.stderr
+    self.assertEqual(process.returncode, 0, output)
+    self.assertIn("| 0.5 |", output)
+    for name in ("recording.npz", "table.md", "figure4.png", "results.jsonl"):
+      self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
+    with np.load(os.path.join(workdir, "recording.npz")) as data:
+      self.assertEqual(data["frames"].shape, (64, *atari.FRAME_SHAPE))
+    with open(os.path.join(workdir, "results.jsonl")) as f:
+      records = [json.loads(line) for line in f]
+    self.assertLen(records, 4)
+    self.assertEqual([p["step"] for p in records[0]["curve"]], [3, 6])
 
 
 if __name__ == "__main__":
