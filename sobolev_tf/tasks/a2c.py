@@ -7,8 +7,10 @@ update minimises
     -log π(a|s) A + value_weight (R - V(s))² / 2 - entropy_weight H(π(s))
 
 with n-step returns R bootstrapped from V at the rollout's end and cut at
-episode ends, advantages A = R - V(s) (not trained through), RMSProp and
-global-norm clipping, as in the A3C paper and OpenAI Baselines' A2C.
+episode ends and at lost lives (as Baselines' `EpisodicLifeEnv` does;
+scores still count whole games), advantages A = R - V(s) (not trained
+through), RMSProp and global-norm clipping, as in the A3C paper and OpenAI
+Baselines' A2C.
 
 The environments are `ale_py.vector_env.AtariVectorEnv` (84×84 grayscale,
 4 stacked frames, frame skip 4 with max-pooling, up to 30 no-op starts,
@@ -229,7 +231,8 @@ def train(
   """
   config = learner.config
   num_envs = config.num_envs
-  observations, _ = env.reset(seed=seed)
+  observations, info = env.reset(seed=seed)
+  lives = np.asarray(info["lives"]) if "lives" in info else None
   running_returns = np.zeros(num_envs)
   finished: List[float] = []
   update = 0
@@ -242,14 +245,21 @@ def train(
       action, _ = learner.act(observations, step_seed)
       frames.append(observations)
       actions.append(action)
-      observations, reward, terminated, truncated, _ = env.step(action)
+      observations, reward, terminated, truncated, info = env.step(action)
       done = np.logical_or(terminated, truncated)
       running_returns += reward
       for index in np.flatnonzero(done):
         finished.append(float(running_returns[index]))
         running_returns[index] = 0.0
+      # A lost life ends the return, not the game (Baselines' EpisodicLife):
+      # the value of the state after it is not bootstrapped into the return.
+      lost_life = np.zeros_like(done)
+      if "lives" in info:
+        if lives is not None:
+          lost_life = np.asarray(info["lives"]) < lives
+        lives = np.asarray(info["lives"])
       rewards.append(np.sign(reward).astype(np.float32))
-      dones.append(done.astype(np.float32))
+      dones.append(np.logical_or(done, lost_life).astype(np.float32))
     _, bootstrap = learner.act(observations, [seed, -1 - update])
     returns = n_step_returns(
       np.stack(rewards), np.stack(dones), bootstrap, config.discount
