@@ -140,6 +140,27 @@ def make_strategy(
   return tf.distribute.TPUStrategy(resolver)
 
 
+def require_one_replica(
+  strategy: tf.distribute.Strategy, name: str, why: str
+) -> None:
+  """Raises a clear error unless `strategy` has exactly one replica.
+
+  Args:
+    strategy: the strategy made from `--strategy`.
+    name: the `--strategy` flag's value, for the message.
+    why: why the launcher needs one replica.
+
+  Raises:
+    ValueError: with several replicas.
+  """
+  if strategy.num_replicas_in_sync != 1:
+    raise ValueError(
+      f"Received an invalid value for `strategy`: {why}; use default or "
+      f"one_device. Received: strategy={name!r} with "
+      f"{strategy.num_replicas_in_sync} replicas"
+    )
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
   """Whether this task writes checkpoints, summaries and results."""
   resolver = getattr(strategy, "cluster_resolver", None)

@@ -239,12 +239,9 @@ def main(argv):
   del argv
   workdir = _COMMON["workdir"].value
   strategy = common.setup(_COMMON)
-  if strategy.num_replicas_in_sync != 1:
-    raise ValueError(
-      "Received an invalid value for `strategy`: distillation runs on one "
-      "replica; use default or one_device. Received: "
-      f"strategy={_COMMON['strategy'].value!r}"
-    )
+  common.require_one_replica(
+    strategy, _COMMON["strategy"].value, "distillation runs on one replica"
+  )
   tf.io.gfile.makedirs(workdir)
   common.write_config(
     workdir,

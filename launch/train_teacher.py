@@ -46,13 +46,11 @@ def main(argv):
   del argv
   workdir = _COMMON["workdir"].value
   strategy = common.setup(_COMMON)
-  if strategy.num_replicas_in_sync != 1:
-    raise ValueError(
-      "Received an invalid value for `strategy`: A2C steps its environments "
-      "on this host and trains on one replica; use default or one_device. "
-      f"Received: strategy={_COMMON['strategy'].value!r} with "
-      f"{strategy.num_replicas_in_sync} replicas"
-    )
+  common.require_one_replica(
+    strategy,
+    _COMMON["strategy"].value,
+    "A2C steps its environments on this host and trains on one replica",
+  )
   common.write_config(
     workdir,
     {

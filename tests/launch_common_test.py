@@ -35,6 +35,17 @@ class MakeStrategyTest(tf.test.TestCase, parameterized.TestCase):
     ):
       common.make_strategy("gpu")
 
+  def test_require_one_replica(self):
+    common.require_one_replica(tf.distribute.get_strategy(), "default", "x")
+    with self.assertRaisesRegex(
+      ValueError,
+      r"`strategy`: needs one; use default or one_device. "
+      r"Received: strategy='mirrored' with 2 replicas",
+    ):
+      common.require_one_replica(
+        testing.mirrored_strategy(), "mirrored", "needs one"
+      )
+
   def test_negative_gpus(self):
     with self.assertRaisesRegex(ValueError, r"num_gpus=-1"):
       common.make_strategy("mirrored", num_gpus=-1)
