@@ -7,7 +7,10 @@ to [0, 1] inside the network.
   connected layers (the DQN torso of Mnih et al., 2015): conv 32 8×8/4,
   conv 64 4×4/2, conv 64 3×3/1, linear 512, then the action logits; plus a
   value head on the 512 features for actor-critic training: 1,687,719
-  parameters with 6 actions.
+  parameters with 6 actions. Initialised as actor-critic agents usually
+  are (OpenAI Baselines, Kostrikov's A2C): orthogonal weights with gain √2
+  under ReLUs, 0.01 for the logits (a near-uniform first policy) and 1 for
+  the value, zero biases.
 * `AtariStudent`: the smaller student, 2 convolutional layers and 1 smaller
   fully connected layer: conv 16 8×8/4, conv 32 4×4/2, linear 256, then the
   action logits: 677,686 parameters with 6 actions.
@@ -16,6 +19,7 @@ Module names are fixed, so checkpoints and exported weights keep their
 keys.
 """
 
+import math
 from typing import Tuple
 
 import sonnet as snt
@@ -37,14 +41,22 @@ class AtariTeacher(snt.Module):
 
   def __init__(self, num_actions: int, name: str = "atari_teacher"):
     super().__init__(name=name)
+    relu_init = snt.initializers.Orthogonal(gain=math.sqrt(2.0))
     self._torso = [
-      snt.Conv2D(32, 8, stride=4, padding="VALID", name="conv_0"),
-      snt.Conv2D(64, 4, stride=2, padding="VALID", name="conv_1"),
-      snt.Conv2D(64, 3, stride=1, padding="VALID", name="conv_2"),
+      snt.Conv2D(32, 8, stride=4, padding="VALID", w_init=relu_init,
+                 name="conv_0"),
+      snt.Conv2D(64, 4, stride=2, padding="VALID", w_init=relu_init,
+                 name="conv_1"),
+      snt.Conv2D(64, 3, stride=1, padding="VALID", w_init=relu_init,
+                 name="conv_2"),
     ]
-    self._hidden = snt.Linear(512, name="linear_0")
-    self._logits = snt.Linear(num_actions, name="logits")
-    self._value = snt.Linear(1, name="value")
+    self._hidden = snt.Linear(512, w_init=relu_init, name="linear_0")
+    self._logits = snt.Linear(
+      num_actions, w_init=snt.initializers.Orthogonal(0.01), name="logits"
+    )
+    self._value = snt.Linear(
+      1, w_init=snt.initializers.Orthogonal(1.0), name="value"
+    )
 
   def features(self, frames: tf.Tensor) -> tf.Tensor:
     """The 512 features `[B, 512]` shared by the policy and the value."""

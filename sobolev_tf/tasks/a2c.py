@@ -139,26 +139,38 @@ class A2CLearner:
   Args:
     num_actions: size of the action set.
     config: hyperparameters.
+    jit_compile: compile acting and updating with XLA.
   """
 
-  def __init__(self, num_actions: int, config: Config = Config()):
+  def __init__(
+    self, num_actions: int, config: Config = Config(), jit_compile: bool = False
+  ):
     self.config = config
     self.network = atari.AtariTeacher(num_actions)
     self.network(tf.zeros([1, *atari.FRAME_SHAPE], tf.uint8))
+    # Keras adds epsilon inside the square root; Baselines' TF1 RMSProp did
+    # too, with 1e-5, which for this network's per-weight gradients (~1e-5)
+    # turns RMSProp into plain SGD with a small step (a first Breakout run
+    # did not learn in 4.5M frames). 1e-10 inside the root is PyTorch's (and
+    # Kostrikov's A2C's) 1e-5 outside it.
     self.optimizer = keras.optimizers.RMSprop(
       config.learning_rate,
       rho=0.99,
-      epsilon=1e-5,
+      epsilon=1e-10,
       global_clipnorm=config.max_grad_norm,
     )
     self.optimizer.build(self.network.trainable_variables)
     self.frames = tf.Variable(0, dtype=tf.int64, name="frames")
-    self._act = tf.function(self._act_fn)
-    self._update = tf.function(self._update_fn)
+    self._act = tf.function(self._act_fn, jit_compile=jit_compile)
+    self._update = tf.function(self._update_fn, jit_compile=jit_compile)
 
   def _act_fn(self, frames: tf.Tensor, seed: tf.Tensor):
     logits, values = self.network(frames)
-    actions = tf.random.stateless_categorical(logits, 1, seed)[:, 0]
+    # Gumbel-max sampling: XLA has no kernel for stateless_categorical.
+    uniform = tf.random.stateless_uniform(
+      tf.shape(logits), seed, minval=1e-20, maxval=1.0
+    )
+    actions = tf.argmax(logits - tf.math.log(-tf.math.log(uniform)), -1)
     return actions, values
 
   def act(self, frames: np.ndarray, seed) -> tuple:
