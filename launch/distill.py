@@ -12,15 +12,20 @@ r"""Atari policy distillation, regular against Sobolev (paper Sec. 4.2, Fig. 4).
    the stochastic Sobolev term, `--derivative_weight`), and scores it every
    `--eval_every` steps on the test states: action prediction error and
    KL(teacher ‖ student).
-4. Writes `results.jsonl`, `table.md` (final test error and KL, mean ± std
-   over seeds), `figure4.png` (learning curves, one column per fraction) and
-   per-run TensorBoard logs.
+4. Plays every trained student in the game for `--play_episodes` episodes
+   (sampling from its policy), and the teacher and a uniformly random policy
+   once, all from the same seeded starts (`play_reference.json`).
+5. Writes `results.jsonl`, `table.md` (final test error, KL and game score,
+   mean ± std over seeds, with the teacher's and random play's scores),
+   `figure4.png` (learning curves, one column per fraction) and per-run
+   TensorBoard logs.
 
 Started again with the same workdir, it keeps the recording and the
 finished runs and redoes only the run that was interrupted (runs are short;
 they are not checkpointed inside).
 """
 
+import json
 import os
 import time
 from typing import Any
@@ -72,7 +77,14 @@ _DERIVATIVE_WEIGHT = flags.DEFINE_float(
 _EVAL_EVERY = flags.DEFINE_integer(
   "eval_every", 200, "Steps between test evaluations."
 )
+_PLAY_EPISODES = flags.DEFINE_integer(
+  "play_episodes",
+  10,
+  "Episodes each student, the teacher and random play (0: no play).",
+)
 _COMMON = common.define_common_flags()
+
+_PLAY_SEED = 1  # Seed of the played games' starts, shared by every player.
 
 _METHOD_WEIGHTS = {"regular": 0.0, "sobolev": None}
 
@@ -113,6 +125,43 @@ def recording(workdir: str, teacher: atari.AtariTeacher) -> Dict[str, Any]:
   np.savez_compressed(temporary, **data)
   os.replace(temporary, path)
   return data
+
+
+def play(logits_fn, num_actions: int) -> List[float]:
+  """Scores of `--play_episodes` games sampled from `softmax(logits_fn)`.
+
+  `logits_fn` maps frames to action logits; `None` plays uniformly at
+  random.
+  """
+  env = a2c.make_atari_env(_GAME.value, _NUM_ENVS.value, seed=_PLAY_SEED)
+
+  def policy(frames, seed):
+    if logits_fn is None:
+      logits = tf.zeros([len(frames), num_actions])
+    else:
+      logits = logits_fn(frames)
+    return a2c.sample_actions(logits, seed).numpy()
+
+  scores = a2c.evaluate(policy, env, _PLAY_EPISODES.value, _PLAY_SEED)
+  env.close()
+  return scores
+
+
+def play_reference(
+  workdir: str, teacher: atari.AtariTeacher, num_actions: int
+) -> Dict[str, List[float]]:
+  """The teacher's and random play's scores, measured once per workdir."""
+  path = os.path.join(workdir, "play_reference.json")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  reference = {
+    "teacher": play(tf.function(teacher.policy_logits), num_actions),
+    "random": play(None, num_actions),
+  }
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(reference, f)
+  return reference
 
 
 def run_one(
@@ -163,6 +212,12 @@ def run_one(
         for name, value in {**logs, **metrics}.items():
           tf.summary.scalar(name, float(value))
   writer.close()
+  train_seconds = time.perf_counter() - start
+  scores = (
+    play(student_logits, data["logits"].shape[-1])
+    if _PLAY_EPISODES.value
+    else []
+  )
   return {
     "run_id": run.run_id,
     "game": _GAME.value,
@@ -172,15 +227,30 @@ def run_one(
     "seed": run.seed,
     **curve[-1],
     "curve": curve,
-    "train_seconds": round(time.perf_counter() - start, 2),
+    "train_seconds": round(train_seconds, 2),
+    "scores": scores,
   }
 
 
-def markdown_table(records: List[Dict[str, Any]]) -> str:
-  """Final test action error and KL, mean ± std over seeds."""
+def _score(scores: List[float]) -> str:
+  if not scores:
+    return "–"
+  mean, std = common.mean_and_std(scores)
+  return f"{mean:.1f} ± {std:.1f}"
+
+
+def markdown_table(
+  records: List[Dict[str, Any]], reference: Dict[str, List[float]]
+) -> str:
+  """Final test action error, KL and game score, mean ± std over seeds.
+
+  A cell's game score is the mean ± std over seeds of each student's mean
+  score; the teacher's and random play's are over their episodes.
+  """
   lines = [
-    "| fraction | states | method | test action error (%) | test KL | seeds |",
-    "|---|---|---|---|---|---|",
+    "| fraction | states | method | test action error (%) | test KL | "
+    "game score | seeds |",
+    "|---|---|---|---|---|---|---|",
   ]
   for fraction in sorted({r["fraction"] for r in records}):
     for method in _METHOD_WEIGHTS:
@@ -193,11 +263,14 @@ def markdown_table(records: List[Dict[str, Any]]) -> str:
         continue
       error = common.mean_and_std([100 * r["action_error"] for r in group])
       kl = common.mean_and_std([r["kl"] for r in group])
+      score = _score([np.mean(r["scores"]) for r in group if r["scores"]])
       lines.append(
         f"| {fraction:g} | {group[0]['train_states']} | {method} | "
         f"{error[0]:.1f} ± {error[1]:.1f} | {kl[0]:.3f} ± {kl[1]:.3f} | "
-        f"{len(group)} |"
+        f"{score} | {len(group)} |"
       )
+  for who, scores in reference.items():
+    lines.append(f"| | | {who} | | | {_score(scores)} | |")
   return "\n".join(lines) + "\n"
 
 
@@ -259,13 +332,20 @@ def main(argv):
         "batch_size",
         "learning_rate",
         "derivative_weight",
+        "play_episodes",
       )
     },
   )
   env = a2c.make_atari_env(_GAME.value, 1)
-  teacher = _teacher(int(env.single_action_space.n))
+  num_actions = int(env.single_action_space.n)
   env.close()
+  teacher = _teacher(num_actions)
   data = recording(workdir, teacher)
+  reference = (
+    play_reference(workdir, teacher, num_actions)
+    if _PLAY_EPISODES.value
+    else {}
+  )
   split = distillation.split_by_episode(
     data["episodes"], _TEST_FRACTION.value, seed=0
   )
@@ -281,10 +361,11 @@ def main(argv):
     lambda run, run_dir: run_one(run, run_dir, teacher, data, split),
     True,
     lambda r: (
-      f"test action error {100 * r['action_error']:.1f}%, KL {r['kl']:.3f}"
+      f"test action error {100 * r['action_error']:.1f}%, KL {r['kl']:.3f}, "
+      f"game score {_score(r['scores'])}"
     ),
   )
-  table = markdown_table(records)
+  table = markdown_table(records, reference)
   with open(os.path.join(workdir, "table.md"), "w", encoding="utf-8") as f:
     f.write(table)
   figure4(records, os.path.join(workdir, "figure4.png"))

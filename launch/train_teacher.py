@@ -34,9 +34,6 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of environments and actions.")
 _EVAL_EPISODES = flags.DEFINE_integer(
   "eval_episodes", 10, "Episodes to evaluate the teacher and random play."
 )
-_JIT_COMPILE = flags.DEFINE_bool(
-  "jit_compile", False, "Compile acting and updating with XLA."
-)
 _LOG_EVERY = flags.DEFINE_integer("log_every", 100, "Updates between logs.")
 _CHECKPOINT_EVERY = flags.DEFINE_integer(
   "checkpoint_every", 2000, "Updates between checkpoints."
@@ -58,19 +55,13 @@ def main(argv):
     workdir,
     {
       name: flags.FLAGS[name].value
-      for name in (
-        "game", "frames", "num_envs", "seed", "jit_compile", "strategy"
-      )
+      for name in ("game", "frames", "num_envs", "seed", "strategy")
     },
   )
   env = a2c.make_atari_env(_GAME.value, _NUM_ENVS.value, seed=_SEED.value)
   num_actions = int(env.single_action_space.n)
   with strategy.scope():
-    learner = a2c.A2CLearner(
-      num_actions,
-      a2c.Config(num_envs=_NUM_ENVS.value),
-      jit_compile=_JIT_COMPILE.value,
-    )
+    learner = a2c.A2CLearner(num_actions, a2c.Config(num_envs=_NUM_ENVS.value))
   checkpoint = tf.train.Checkpoint(
     network=learner.network, optimizer=learner.optimizer, frames=learner.frames
   )
@@ -111,11 +102,7 @@ def main(argv):
   a2c.save_weights(learner.network, path)
 
   # Evaluate the exported (float16) weights, as a user would load them.
-  teacher = a2c.A2CLearner(
-    num_actions,
-    a2c.Config(num_envs=_NUM_ENVS.value),
-    jit_compile=_JIT_COMPILE.value,
-  )
+  teacher = a2c.A2CLearner(num_actions, a2c.Config(num_envs=_NUM_ENVS.value))
   a2c.load_weights(teacher.network, path)
   rng = np.random.default_rng(_SEED.value)
   eval_seed = _SEED.value + 1

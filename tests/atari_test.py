@@ -147,6 +147,51 @@ class A2CTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "do not match the network"):
       a2c.load_weights(student, path)
 
+  def test_sample_actions_follows_the_policy(self):
+    logits = tf.math.log([[0.7, 0.2, 0.1]] * 20_000)
+    actions = a2c.sample_actions(logits, [3, 4])
+    frequencies = np.bincount(actions.numpy(), minlength=3) / 20_000
+    # Binomial standard deviations are below 0.0033: a 5-sigma band.
+    self.assertAllClose(frequencies, [0.7, 0.2, 0.1], atol=0.016)
+    self.assertAllEqual(actions, a2c.sample_actions(logits, [3, 4]))
+    self.assertNotAllEqual(actions, a2c.sample_actions(logits, [3, 5]))
+
+  def test_sample_actions_is_the_same_in_a_graph(self):
+    logits = tf.random.stateless_normal([64, 5], [0, 1])
+    self.assertAllEqual(
+      a2c.sample_actions(logits, [2, 9]),
+      tf.function(a2c.sample_actions)(logits, tf.constant([2, 9])),
+    )
+
+  def test_update_is_the_same_with_xla(self):
+    graph = a2c.A2CLearner(4, a2c.Config(num_envs=2))
+    compiled = a2c.A2CLearner(4, a2c.Config(num_envs=2), jit_compile=True)
+    for a, b in zip(
+      graph.network.variables, compiled.network.variables, strict=True
+    ):
+      b.assign(a)
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (10, *atari.FRAME_SHAPE), dtype=np.uint8)
+    actions = rng.integers(0, 4, 10)
+    returns = rng.normal(size=10).astype(np.float32)
+    for _ in range(2):
+      logs = graph.update(frames, actions, returns)
+      compiled_logs = compiled.update(frames, actions, returns)
+      for name, value in logs.items():
+        self.assertAllClose(value, compiled_logs[name], rtol=1e-4, atol=1e-6)
+    for a, b in zip(
+      graph.network.variables, compiled.network.variables, strict=True
+    ):
+      self.assertAllClose(a, b, rtol=1e-4, atol=1e-6)
+
+  def test_first_policy_is_near_uniform(self):
+    teacher = atari.AtariTeacher(6)
+    frames = np.random.default_rng(0).integers(
+      0, 255, (8, *atari.FRAME_SHAPE), dtype=np.uint8
+    )
+    probabilities = tf.nn.softmax(teacher.policy_logits(frames))
+    self.assertAllClose(probabilities, tf.fill([8, 6], 1 / 6), atol=0.02)
+
   def test_evaluate_counts_episodes(self):
     scores = a2c.evaluate(
       lambda obs, seed: np.zeros(len(obs), np.int64), FakeEnv(), 6

@@ -154,14 +154,14 @@ class LauncherTest(tf.test.TestCase):
   def test_record_and_distil_end_to_end(self):
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
     teacher_path = os.path.join(workdir, "teacher.npz")
-    a2c.save_weights(_teacher(num_actions=6), teacher_path)  # Pong: 6
+    a2c.save_weights(_teacher(num_actions=4), teacher_path)  # Breakout: 4
     process = subprocess.run(
       [
         sys.executable,
         "-m",
         "launch.distill",
         f"--workdir={workdir}",
-        "--game=pong",
+        "--game=breakout",
         f"--teacher={teacher_path}",
         "--num_states=64",
         "--num_envs=4",
@@ -171,6 +171,7 @@ class LauncherTest(tf.test.TestCase):
         "--steps=6",
         "--eval_every=3",
         "--batch_size=8",
+        "--play_episodes=2",
       ],
       cwd=_ROOT,
       capture_output=True,
@@ -188,6 +189,13 @@ class LauncherTest(tf.test.TestCase):
       records = [json.loads(line) for line in f]
     self.assertLen(records, 4)
     self.assertEqual([p["step"] for p in records[0]["curve"]], [3, 6])
+    for record in records:
+      self.assertLen(record["scores"], 2)
+    with open(os.path.join(workdir, "play_reference.json")) as f:
+      reference = json.load(f)
+    self.assertEqual(set(reference), {"teacher", "random"})
+    self.assertLen(reference["random"], 2)
+    self.assertIn("| | | teacher | | |", output)
 
 
 if __name__ == "__main__":

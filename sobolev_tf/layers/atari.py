@@ -43,12 +43,15 @@ class AtariTeacher(snt.Module):
     super().__init__(name=name)
     relu_init = snt.initializers.Orthogonal(gain=math.sqrt(2.0))
     self._torso = [
-      snt.Conv2D(32, 8, stride=4, padding="VALID", w_init=relu_init,
-                 name="conv_0"),
-      snt.Conv2D(64, 4, stride=2, padding="VALID", w_init=relu_init,
-                 name="conv_1"),
-      snt.Conv2D(64, 3, stride=1, padding="VALID", w_init=relu_init,
-                 name="conv_2"),
+      snt.Conv2D(
+        32, 8, stride=4, padding="VALID", w_init=relu_init, name="conv_0"
+      ),
+      snt.Conv2D(
+        64, 4, stride=2, padding="VALID", w_init=relu_init, name="conv_1"
+      ),
+      snt.Conv2D(
+        64, 3, stride=1, padding="VALID", w_init=relu_init, name="conv_2"
+      ),
     ]
     self._hidden = snt.Linear(512, w_init=relu_init, name="linear_0")
     self._logits = snt.Linear(

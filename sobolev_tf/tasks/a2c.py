@@ -133,13 +133,34 @@ def n_step_returns(
   return returns
 
 
+def sample_actions(logits, seed) -> tf.Tensor:
+  """Actions `[N]` (int64) drawn from the policies `softmax(logits)`, `[N, A]`.
+
+  Gumbel-max sampling from a stateless seed `[2]`: the same seed gives the
+  same actions, eagerly and in a `tf.function` (and it compiles with XLA,
+  which has no kernel for `tf.random.stateless_categorical`, though with
+  another random stream).
+  """
+  logits = tf.convert_to_tensor(logits, tf.float32)
+  uniform = tf.random.stateless_uniform(
+    tf.shape(logits),
+    tf.cast(seed, tf.int64),
+    minval=1e-20,
+    maxval=1.0,
+    alg="philox",
+  )
+  return tf.argmax(logits - tf.math.log(-tf.math.log(uniform)), -1)
+
+
 class A2CLearner:
   """An `AtariTeacher` and its optimiser; `update` is one A2C step.
 
   Args:
     num_actions: size of the action set.
     config: hyperparameters.
-    jit_compile: compile acting and updating with XLA.
+    jit_compile: compile acting and updating with XLA (measured no faster
+      on a 2-core CPU, where the convolutions dominate:
+      `benchmarks/a2c_benchmark.py`).
   """
 
   def __init__(
@@ -166,12 +187,7 @@ class A2CLearner:
 
   def _act_fn(self, frames: tf.Tensor, seed: tf.Tensor):
     logits, values = self.network(frames)
-    # Gumbel-max sampling: XLA has no kernel for stateless_categorical.
-    uniform = tf.random.stateless_uniform(
-      tf.shape(logits), seed, minval=1e-20, maxval=1.0
-    )
-    actions = tf.argmax(logits - tf.math.log(-tf.math.log(uniform)), -1)
-    return actions, values
+    return sample_actions(logits, seed), values
 
   def act(self, frames: np.ndarray, seed) -> tuple:
     """Sampled actions `[N]` and state values `[N]` (NumPy)."""

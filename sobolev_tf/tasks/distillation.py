@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from sobolev_tf import objective as objective_lib
 from sobolev_tf.layers import atari
+from sobolev_tf.tasks import a2c
 
 
 def record(
@@ -49,7 +50,6 @@ def record(
     `{"frames": uint8 [S, 84, 84, 4], "logits": float32 [S, A],
     "episodes": int64 [S]}`; episode ids are unique across environments.
   """
-  rng = np.random.default_rng(seed)
   observations, _ = env.reset(seed=seed)
   num_envs = len(observations)
   episode = np.arange(num_envs, dtype=np.int64)
@@ -60,11 +60,7 @@ def record(
     frames.append(observations)
     logits.append(step_logits)
     episodes.append(episode.copy())
-    probabilities = np.exp(step_logits - step_logits.max(-1, keepdims=True))
-    probabilities /= probabilities.sum(-1, keepdims=True)
-    actions = np.array(
-      [rng.choice(len(p), p=p) for p in probabilities], np.int64
-    )
+    actions = a2c.sample_actions(step_logits, [seed, len(frames)]).numpy()
     observations, _, terminated, truncated, _ = env.step(actions)
     for index in np.flatnonzero(np.logical_or(terminated, truncated)):
       episode[index] = next_episode
