@@ -102,13 +102,6 @@ class RunConfig:
     self.run_id = f"{_GAME.value}-f{fraction:g}-{method}-s{seed}"
 
 
-def _teacher(num_actions: int) -> atari.AtariTeacher:
-  teacher = atari.AtariTeacher(num_actions)
-  teacher(tf.zeros([1, *atari.FRAME_SHAPE], tf.uint8))
-  a2c.load_weights(teacher, _TEACHER.value)
-  return teacher
-
-
 def recording(workdir: str, teacher: atari.AtariTeacher) -> Dict[str, Any]:
   """The recorded states, made once and kept in the workdir."""
   path = os.path.join(workdir, "recording.npz")
@@ -127,28 +120,16 @@ def recording(workdir: str, teacher: atari.AtariTeacher) -> Dict[str, Any]:
   return data
 
 
-def play(logits_fn, num_actions: int) -> List[float]:
-  """Scores of `--play_episodes` games sampled from `softmax(logits_fn)`.
-
-  `logits_fn` maps frames to action logits; `None` plays uniformly at
-  random.
-  """
+def play(logits_fn) -> List[float]:
+  """Scores of `--play_episodes` games of `a2c.play(logits_fn, ...)`."""
   env = a2c.make_atari_env(_GAME.value, _NUM_ENVS.value, seed=_PLAY_SEED)
-
-  def policy(frames, seed):
-    if logits_fn is None:
-      logits = tf.zeros([len(frames), num_actions])
-    else:
-      logits = logits_fn(frames)
-    return a2c.sample_actions(logits, seed).numpy()
-
-  scores = a2c.evaluate(policy, env, _PLAY_EPISODES.value, _PLAY_SEED)
+  scores = a2c.play(logits_fn, env, _PLAY_EPISODES.value, _PLAY_SEED)
   env.close()
   return scores
 
 
 def play_reference(
-  workdir: str, teacher: atari.AtariTeacher, num_actions: int
+  workdir: str, teacher: atari.AtariTeacher
 ) -> Dict[str, List[float]]:
   """The teacher's and random play's scores, measured once per workdir."""
   path = os.path.join(workdir, "play_reference.json")
@@ -156,8 +137,8 @@ def play_reference(
     with open(path, encoding="utf-8") as f:
       return json.load(f)
   reference = {
-    "teacher": play(tf.function(teacher.policy_logits), num_actions),
-    "random": play(None, num_actions),
+    "teacher": play(tf.function(teacher.policy_logits)),
+    "random": play(None),
   }
   with open(path, "w", encoding="utf-8") as f:
     json.dump(reference, f)
@@ -213,11 +194,7 @@ def run_one(
           tf.summary.scalar(name, float(value))
   writer.close()
   train_seconds = time.perf_counter() - start
-  scores = (
-    play(student_logits, data["logits"].shape[-1])
-    if _PLAY_EPISODES.value
-    else []
-  )
+  scores = play(student_logits) if _PLAY_EPISODES.value else []
   return {
     "run_id": run.run_id,
     "game": _GAME.value,
@@ -339,13 +316,9 @@ def main(argv):
   env = a2c.make_atari_env(_GAME.value, 1)
   num_actions = int(env.single_action_space.n)
   env.close()
-  teacher = _teacher(num_actions)
+  teacher = a2c.load_teacher(_TEACHER.value, num_actions)
   data = recording(workdir, teacher)
-  reference = (
-    play_reference(workdir, teacher, num_actions)
-    if _PLAY_EPISODES.value
-    else {}
-  )
+  reference = play_reference(workdir, teacher) if _PLAY_EPISODES.value else {}
   split = distillation.split_by_episode(
     data["episodes"], _TEST_FRACTION.value, seed=0
   )

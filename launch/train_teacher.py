@@ -102,23 +102,13 @@ def main(argv):
   a2c.save_weights(learner.network, path)
 
   # Evaluate the exported (float16) weights, as a user would load them.
-  teacher = a2c.A2CLearner(num_actions, a2c.Config(num_envs=_NUM_ENVS.value))
-  a2c.load_weights(teacher.network, path)
-  rng = np.random.default_rng(_SEED.value)
+  teacher = a2c.load_teacher(path, num_actions)
   eval_seed = _SEED.value + 1
   scores = {
-    "teacher": a2c.evaluate(
-      lambda obs, seed: teacher.act(obs, seed)[0],
-      env,
-      _EVAL_EPISODES.value,
-      eval_seed,
+    "teacher": a2c.play(
+      tf.function(teacher.policy_logits), env, _EVAL_EPISODES.value, eval_seed
     ),
-    "random": a2c.evaluate(
-      lambda obs, seed: rng.integers(0, num_actions, len(obs)),
-      env,
-      _EVAL_EPISODES.value,
-      eval_seed,
-    ),
+    "random": a2c.play(None, env, _EVAL_EPISODES.value, eval_seed),
   }
   summary = {
     "game": _GAME.value,

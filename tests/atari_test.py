@@ -1,13 +1,20 @@
 """Tests for the Atari networks and the A2C teacher trainer."""
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
 
 from absl.testing import parameterized
+import gymnasium
 import numpy as np
 import tensorflow as tf
 
 from sobolev_tf.layers import atari
 from sobolev_tf.tasks import a2c
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class FakeEnv:
@@ -19,6 +26,7 @@ class FakeEnv:
 
   def __init__(self, num_envs=4, num_actions=3, length=10):
     self.num_envs, self.num_actions, self.length = num_envs, num_actions, length
+    self.single_action_space = gymnasium.spaces.Discrete(num_actions)
     self._rng = np.random.default_rng(0)
     self._t = np.zeros(num_envs, np.int64)
 
@@ -197,6 +205,76 @@ class A2CTest(tf.test.TestCase):
       lambda obs, seed: np.zeros(len(obs), np.int64), FakeEnv(), 6
     )
     self.assertEqual(scores, [10.0] * 6)
+
+
+class PlayTest(tf.test.TestCase):
+  def test_play_samples_the_given_policy(self):
+    env = FakeEnv(num_envs=4, num_actions=3, length=10)
+
+    def always_first(frames):
+      return tf.tile([[20.0, 0.0, 0.0]], [len(frames), 1])
+
+    # Action 0 earns 1 per step: a sure policy scores the episode length.
+    self.assertEqual(a2c.play(always_first, env, 5, seed=2), [10.0] * 5)
+    scores = a2c.play(None, env, 40, seed=2)  # uniform: 10/3 expected
+    self.assertLen(scores, 40)
+    self.assertBetween(np.mean(scores), 2.3, 4.4)  # 3.5 binomial std errors
+    self.assertEqual(scores, a2c.play(None, env, 40, seed=2))
+
+  def test_load_teacher_reads_saved_weights(self):
+    learner = a2c.A2CLearner(5)
+    path = os.path.join(self.get_temp_dir(), "teacher.npz")
+    a2c.save_weights(learner.network, path)
+    teacher = a2c.load_teacher(path, 5)
+    frames = tf.zeros([2, *atari.FRAME_SHAPE], tf.uint8)
+    self.assertAllClose(
+      teacher.policy_logits(frames),
+      learner.network.policy_logits(frames),
+      atol=1e-3,
+    )
+    with self.assertRaisesRegex(ValueError, "Shape mismatch"):
+      a2c.load_teacher(path, 4)
+
+
+class TrainTeacherLauncherTest(tf.test.TestCase):
+  def _launch(self, workdir, frames):
+    process = subprocess.run(
+      [
+        sys.executable,
+        "-m",
+        "launch.train_teacher",
+        f"--workdir={workdir}",
+        "--game=breakout",
+        f"--frames={frames}",
+        "--num_envs=2",
+        "--eval_episodes=1",
+        "--log_every=2",
+        "--checkpoint_every=2",
+      ],
+      cwd=_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=600,
+    )
+    self.assertEqual(process.returncode, 0, process.stdout + process.stderr)
+    return process.stdout + process.stderr
+
+  def test_trains_exports_evaluates_and_resumes(self):
+    workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
+    self._launch(workdir, 160)  # 4 updates of 2 envs × 5 steps × 4 frames
+    with open(os.path.join(workdir, "evaluation.json")) as f:
+      summary = json.load(f)
+    self.assertEqual(summary["frames"], 160)
+    self.assertLen(summary["scores"]["teacher"], 1)
+    self.assertLen(summary["scores"]["random"], 1)
+    self.assertTrue(tf.io.gfile.glob(os.path.join(workdir, "tensorboard", "*")))
+    a2c.load_teacher(os.path.join(workdir, "teacher_breakout.npz"), 4)
+
+    output = self._launch(workdir, 320)
+    self.assertIn("Resumed from", output)
+    self.assertIn("at 160 frames", output)
+    with open(os.path.join(workdir, "evaluation.json")) as f:
+      self.assertEqual(json.load(f)["frames"], 320)
 
 
 class AtariEnvTest(tf.test.TestCase, parameterized.TestCase):

@@ -347,6 +347,35 @@ def evaluate(
   return scores[:num_episodes]
 
 
+def play(
+  logits_fn: Optional[Callable[[np.ndarray], Any]],
+  env,
+  num_episodes: int,
+  seed: int = 0,
+) -> List[float]:
+  """Scores of `num_episodes` games sampled from `softmax(logits_fn(frames))`.
+
+  Args:
+    logits_fn: frames `[N, 84, 84, 4]` to action logits `[N, A]`; `None`
+      plays uniformly at random over `env.single_action_space`.
+    env: vector environment.
+    num_episodes: episodes to finish.
+    seed: seed of the environments and of the action sampling.
+
+  Returns:
+    The episodes' scores, in the order they finished.
+  """
+
+  def policy(frames, step_seed):
+    if logits_fn is None:
+      logits = tf.zeros([len(frames), env.single_action_space.n])
+    else:
+      logits = logits_fn(frames)
+    return sample_actions(logits, step_seed).numpy()
+
+  return evaluate(policy, env, num_episodes, seed)
+
+
 def save_weights(network, path: str) -> None:
   """Writes `network`'s variables to `path` as float16 `.npz` (no pickles)."""
   np.savez_compressed(
@@ -377,3 +406,14 @@ def load_weights(network, path: str) -> None:
           f"{value.shape}, expected {tuple(variable.shape)}."
         )
       variable.assign(value.astype(variable.dtype.as_numpy_dtype))
+
+
+def load_teacher(path: str, num_actions: int) -> atari.AtariTeacher:
+  """An `AtariTeacher` with the weights `save_weights` wrote to `path`.
+
+  Reads arrays only (`allow_pickle=False`): loading runs no code.
+  """
+  teacher = atari.AtariTeacher(num_actions)
+  teacher(tf.zeros([1, *atari.FRAME_SHAPE], tf.uint8))
+  load_weights(teacher, path)
+  return teacher
