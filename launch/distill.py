@@ -122,7 +122,8 @@ def recording(workdir: str, teacher: atari.AtariTeacher) -> Dict[str, Any]:
 
 def play(logits_fn) -> List[float]:
   """Scores of `--play_episodes` games of `a2c.play(logits_fn, ...)`."""
-  env = a2c.make_atari_env(_GAME.value, _NUM_ENVS.value, seed=_PLAY_SEED)
+  # One environment per episode: each plays one whole game.
+  env = a2c.make_atari_env(_GAME.value, _PLAY_EPISODES.value, seed=_PLAY_SEED)
   scores = a2c.play(logits_fn, env, _PLAY_EPISODES.value, _PLAY_SEED)
   env.close()
   return scores

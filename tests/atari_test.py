@@ -206,6 +206,24 @@ class A2CTest(tf.test.TestCase):
     )
     self.assertEqual(scores, [10.0] * 6)
 
+  def test_evaluate_does_not_favour_short_episodes(self):
+    class Uneven(FakeEnv):
+      """Environment i's episodes last and score 2 (i + 1) steps."""
+
+      def step(self, actions):
+        self._t += 1
+        done = self._t >= 2 * (np.arange(self.num_envs) + 1)
+        self._t[done] = 0
+        rewards = np.ones(self.num_envs)
+        return self._observe(), rewards, done, np.zeros_like(done), {}
+
+    policy = lambda obs, seed: np.zeros(len(obs), np.int64)  # noqa: E731
+    # Env order, not finishing order (which would give 2, 4, 2, 6).
+    self.assertEqual(a2c.evaluate(policy, Uneven(), 4), [2.0, 4.0, 6.0, 8.0])
+    self.assertEqual(
+      a2c.evaluate(policy, Uneven(), 6), [2.0, 4.0, 6.0, 8.0, 2.0, 4.0]
+    )
+
 
 class PlayTest(tf.test.TestCase):
   def test_play_samples_the_given_policy(self):

@@ -321,30 +321,40 @@ def evaluate(
   num_episodes: int,
   seed: int = 0,
 ) -> List[float]:
-  """Game scores of the first `num_episodes` episodes finished by `policy`.
+  """Game scores of `num_episodes` episodes played by `policy`.
+
+  Every environment plays the same number of whole episodes,
+  `ceil(num_episodes / env.num_envs)`, and the scores are taken by
+  environment index, not by finishing order: taking the first episodes to
+  finish would favour short, usually low-scoring, games.
 
   Args:
     policy: `(observations, seed) -> actions`.
     env: vector environment.
-    num_episodes: episodes to finish.
+    num_episodes: episodes to score.
     seed: seed of the environments and of the policy's sampling.
 
   Returns:
-    The episodes' scores, in the order they finished.
+    The scores: every environment's first episode, in environment order,
+    then every environment's second, and so on, `num_episodes` in all.
   """
   observations, _ = env.reset(seed=seed)
-  running = np.zeros(len(observations))
-  scores: List[float] = []
+  num_envs = len(observations)
+  per_env = -(-num_episodes // num_envs)
+  running = np.zeros(num_envs)
+  scores: List[List[float]] = [[] for _ in range(num_envs)]
   step = 0
-  while len(scores) < num_episodes:
+  while min(len(own) for own in scores) < per_env:
     actions = policy(observations, [seed, step])
     observations, reward, terminated, truncated, _ = env.step(actions)
     running += reward
     for index in np.flatnonzero(np.logical_or(terminated, truncated)):
-      scores.append(float(running[index]))
+      if len(scores[index]) < per_env:
+        scores[index].append(float(running[index]))
       running[index] = 0.0
     step += 1
-  return scores[:num_episodes]
+  ordered = [own[k] for k in range(per_env) for own in scores]
+  return ordered[:num_episodes]
 
 
 def play(

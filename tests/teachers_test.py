@@ -1,0 +1,46 @@
+"""The shipped Atari teachers (`teachers/*.npz`) load and beat random play."""
+
+import os
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from sobolev_tf.tasks import a2c
+
+_TEACHERS = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "teachers"
+)
+_GAMES = {"pong": 6, "breakout": 4, "space_invaders": 6}  # game: actions
+
+
+class ShippedTeachersTest(tf.test.TestCase, parameterized.TestCase):
+  @parameterized.parameters(*_GAMES)
+  def test_weights_are_small_float16_arrays(self, game):
+    path = os.path.join(_TEACHERS, f"{game}.npz")
+    self.assertLess(os.path.getsize(path), 5 * 2**20)
+    with np.load(path, allow_pickle=False) as saved:  # arrays only
+      for name in saved.files:
+        self.assertEqual(saved[name].dtype, np.float16, name)
+
+  @parameterized.parameters(*_GAMES.items())
+  def test_teacher_beats_random_play(self, game, num_actions):
+    teacher = a2c.load_teacher(
+      os.path.join(_TEACHERS, f"{game}.npz"), num_actions
+    )
+    env = a2c.make_atari_env(game, 10, seed=3)
+    scores = {
+      "teacher": a2c.play(tf.function(teacher.policy_logits), env, 10, seed=3),
+      "random": a2c.play(None, env, 10, seed=3),
+    }
+    env.close()
+    mean = {who: np.mean(values) for who, values in scores.items()}
+    # A margin of three standard errors of the difference of the means.
+    margin = 3 * np.sqrt(
+      sum(np.var(values, ddof=1) / len(values) for values in scores.values())
+    )
+    self.assertGreater(mean["teacher"] - mean["random"], margin, scores)
+
+
+if __name__ == "__main__":
+  tf.test.main()
