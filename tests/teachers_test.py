@@ -11,13 +11,15 @@ from sobolev_tf.tasks import a2c
 _TEACHERS = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "teachers"
 )
-_GAMES = {"pong": 6, "breakout": 4, "space_invaders": 6}  # game: actions
+# The shipped games and their action counts (teachers/README.md).
+_GAMES = {"breakout": 4}
 
 
 class ShippedTeachersTest(tf.test.TestCase, parameterized.TestCase):
-  @parameterized.parameters(*_GAMES)
-  def test_weights_are_small_float16_arrays(self, game):
+  @parameterized.parameters(*_GAMES.items())
+  def test_weights_are_small_float16_arrays(self, game, num_actions):
     path = os.path.join(_TEACHERS, f"{game}.npz")
+    a2c.load_teacher(path, num_actions)  # names and shapes match
     self.assertLess(os.path.getsize(path), 5 * 2**20)
     with np.load(path, allow_pickle=False) as saved:  # arrays only
       for name in saved.files:
