@@ -42,8 +42,9 @@ def main(argv):
   del argv
   config = a2c.Config()
   rng = np.random.default_rng(0)
-  network = atari.AtariTeacher(6)
   act_frames = rng.integers(0, 255, (16, *atari.FRAME_SHAPE), dtype=np.uint8)
+  network = atari.AtariTeacher(6)
+  network(act_frames)  # builds the variables the learners copy
   batch = config.num_envs * config.rollout_length
   frames = rng.integers(0, 255, (batch, *atari.FRAME_SHAPE), dtype=np.uint8)
   actions = rng.integers(0, 6, len(frames))
