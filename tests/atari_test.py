@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 
 from absl.testing import parameterized
@@ -11,10 +9,9 @@ import gymnasium
 import numpy as np
 import tensorflow as tf
 
+from sobolev_tf import testing
 from sobolev_tf.layers import atari
 from sobolev_tf.tasks import a2c
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class FakeEnv:
@@ -256,11 +253,9 @@ class PlayTest(tf.test.TestCase):
 
 class TrainTeacherLauncherTest(tf.test.TestCase):
   def _launch(self, workdir, frames):
-    process = subprocess.run(
+    return testing.run_launcher(
+      "launch.train_teacher",
       [
-        sys.executable,
-        "-m",
-        "launch.train_teacher",
         f"--workdir={workdir}",
         "--game=breakout",
         f"--frames={frames}",
@@ -269,13 +264,7 @@ class TrainTeacherLauncherTest(tf.test.TestCase):
         "--log_every=2",
         "--checkpoint_every=2",
       ],
-      cwd=_ROOT,
-      capture_output=True,
-      text=True,
-      timeout=600,
     )
-    self.assertEqual(process.returncode, 0, process.stdout + process.stderr)
-    return process.stdout + process.stderr
 
   def test_trains_exports_evaluates_and_resumes(self):
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 
 from absl.testing import parameterized
@@ -11,11 +9,10 @@ import numpy as np
 import tensorflow as tf
 
 from sobolev_tf import derivatives
+from sobolev_tf import testing
 from sobolev_tf.layers import atari
 from sobolev_tf.tasks import a2c
 from sobolev_tf.tasks import distillation
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class FakeEnv:
@@ -155,11 +152,9 @@ class LauncherTest(tf.test.TestCase):
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
     teacher_path = os.path.join(workdir, "teacher.npz")
     a2c.save_weights(_teacher(num_actions=4), teacher_path)  # Breakout: 4
-    process = subprocess.run(
+    output = testing.run_launcher(
+      "launch.distill",
       [
-        sys.executable,
-        "-m",
-        "launch.distill",
         f"--workdir={workdir}",
         "--game=breakout",
         f"--teacher={teacher_path}",
@@ -173,13 +168,7 @@ class LauncherTest(tf.test.TestCase):
         "--batch_size=8",
         "--play_episodes=2",
       ],
-      cwd=_ROOT,
-      capture_output=True,
-      text=True,
-      timeout=600,
     )
-    output = process.stdout + process.stderr
-    self.assertEqual(process.returncode, 0, output)
     self.assertIn("| 0.5 |", output)
     for name in ("recording.npz", "table.md", "figure4.png", "results.jsonl"):
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)

@@ -5,15 +5,14 @@ import glob
 import json
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 
 from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from sobolev_tf import testing
+
 _TINY = [
   "--functions=booth,styblinski_tang",
   "--train_sizes=20,100",
@@ -26,21 +25,8 @@ _TINY = [
 ]
 
 
-def _launch(workdir, *extra):
-  return subprocess.Popen(
-    [
-      sys.executable,
-      "-m",
-      "launch.regression",
-      f"--workdir={workdir}",
-      *_TINY,
-      *extra,
-    ],
-    cwd=_ROOT,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.STDOUT,
-    text=True,
-  )
+def _flags(workdir, *extra):
+  return [f"--workdir={workdir}", *_TINY, *extra]
 
 
 def _result_lines(workdir):
@@ -54,9 +40,7 @@ def _result_lines(workdir):
 class RegressionLauncherTest(tf.test.TestCase):
   def test_sweep_writes_every_output(self):
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
-    process = _launch(workdir)
-    output, _ = process.communicate(timeout=600)
-    self.assertEqual(process.returncode, 0, output)
+    output = testing.run_launcher("launch.regression", _flags(workdir))
     records = _result_lines(workdir)
     self.assertLen(records, 8)
     for name in ("config.json", "table.md", "figure2.png", "figure3.png"):
@@ -78,7 +62,7 @@ class RegressionLauncherTest(tf.test.TestCase):
 
   def test_killed_sweep_resumes_without_repeating_runs(self):
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
-    process = _launch(workdir)
+    process = testing.start_launcher("launch.regression", _flags(workdir))
     deadline = time.time() + 300
     while len(_result_lines(workdir)) < 2 and time.time() < deadline:
       time.sleep(0.2)
@@ -87,9 +71,7 @@ class RegressionLauncherTest(tf.test.TestCase):
     finished_before = [r["run_id"] for r in _result_lines(workdir)]
     self.assertBetween(len(finished_before), 2, 7)
 
-    process = _launch(workdir)
-    output, _ = process.communicate(timeout=600)
-    self.assertEqual(process.returncode, 0, output)
+    output = testing.run_launcher("launch.regression", _flags(workdir))
     self.assertIn(f"{len(finished_before)} already finished", output)
     run_ids = [r["run_id"] for r in _result_lines(workdir)]
     self.assertLen(run_ids, 8)
@@ -97,11 +79,12 @@ class RegressionLauncherTest(tf.test.TestCase):
     self.assertEqual(run_ids[: len(finished_before)], finished_before)
 
   def test_unknown_strategy_is_an_error(self):
-    process = _launch(
-      tempfile.mkdtemp(dir=self.get_temp_dir()), "--strategy=gpu"
+    output = testing.run_launcher(
+      "launch.regression",
+      _flags(tempfile.mkdtemp(dir=self.get_temp_dir()), "--strategy=gpu"),
+      timeout=300,
+      expect_success=False,
     )
-    output, _ = process.communicate(timeout=300)
-    self.assertNotEqual(process.returncode, 0)
     self.assertIn("Received: strategy='gpu'", output)
 
 

@@ -1,8 +1,6 @@
 """Tests for the synthetic-gradient networks and decoupled training."""
 
 import os
-import subprocess
-import sys
 import tempfile
 
 from absl.testing import parameterized
@@ -16,8 +14,6 @@ from sobolev_tf.layers import synthetic_gradients as sg_layers
 from sobolev_tf.tasks import synthetic_gradients as sg
 
 testing.configure_logical_cpus(2)
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _batch(batch_size=6, seed=0):
@@ -268,11 +264,9 @@ class DistributedTest(tf.test.TestCase, parameterized.TestCase):
 class LauncherTest(tf.test.TestCase):
   def test_every_variant_end_to_end(self):
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
-    process = subprocess.run(
+    output = testing.run_launcher(
+      "launch.synthetic_gradients",
       [
-        sys.executable,
-        "-m",
-        "launch.synthetic_gradients",
         f"--workdir={workdir}",
         "--dataset=digits",
         "--seeds=1",
@@ -280,13 +274,7 @@ class LauncherTest(tf.test.TestCase):
         "--steps_per_loop=10",
         "--channels=4,4,6",
       ],
-      cwd=_ROOT,
-      capture_output=True,
-      text=True,
-      timeout=600,
     )
-    output = process.stdout + process.stderr
-    self.assertEqual(process.returncode, 0, output)
     for variant in sg.VARIANTS:
       self.assertIn(f"| {variant} |", output)
     with open(os.path.join(workdir, "results.jsonl")) as f:

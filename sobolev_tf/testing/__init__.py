@@ -1,6 +1,9 @@
-"""Device set-up for tests and for trying strategies on one CPU."""
+"""Test helpers: logical CPUs for strategies, and launchers in subprocesses."""
 
+from collections.abc import Sequence
 import functools
+import subprocess
+import sys
 
 import tensorflow as tf
 
@@ -44,3 +47,61 @@ def mirrored_strategy() -> tf.distribute.MirroredStrategy:
   instance".
   """
   return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+def start_launcher(module: str, flags: Sequence[str]) -> subprocess.Popen:
+  """Starts `python -m <module> <flags>` in a subprocess.
+
+  Args:
+    module: the launcher's module, e.g. `"launch.distill"`.
+    flags: its command-line flags, e.g. `["--workdir=/tmp/w"]`.
+
+  Returns:
+    The running process, with stderr merged into a text stdout pipe.
+  """
+  return subprocess.Popen(
+    [sys.executable, "-m", module, *flags],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
+
+
+def run_launcher(
+  module: str,
+  flags: Sequence[str],
+  *,
+  timeout: float = 600.0,
+  expect_success: bool = True,
+) -> str:
+  """Runs a launcher to the end and checks how it exited.
+
+  Args:
+    module: the launcher's module, e.g. `"launch.distill"`.
+    flags: its command-line flags.
+    timeout: seconds before the process is killed and the call fails.
+    expect_success: whether the launcher should exit with status 0 (True)
+      or with an error (False).
+
+  Returns:
+    The launcher's stdout and stderr, interleaved.
+
+  Raises:
+    AssertionError: if the exit status is not the one expected; the message
+      holds the whole output.
+    subprocess.TimeoutExpired: if the launcher runs longer than `timeout`.
+  """
+  process = start_launcher(module, flags)
+  try:
+    output, _ = process.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    process.kill()
+    process.communicate()
+    raise
+  if (process.returncode == 0) != expect_success:
+    expected = "status 0" if expect_success else "an error"
+    raise AssertionError(
+      f"{module} exited with status {process.returncode}, expected "
+      f"{expected}. Output:\n{output}"
+    )
+  return output
