@@ -12,7 +12,7 @@ _TEACHERS = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "teachers"
 )
 # The shipped games and their action counts (teachers/README.md).
-_GAMES = {"breakout": 4, "space_invaders": 6}
+_GAMES = {"breakout": 4, "pong": 6, "space_invaders": 6}
 
 
 class ShippedTeachersTest(tf.test.TestCase, parameterized.TestCase):
