@@ -73,8 +73,9 @@ _DERIVATIVE_WEIGHT = flags.DEFINE_float(
   1e6,
   "Weight of the Sobolev term. Its mean squared error averages 28,224 input "
   "coordinates of gradients with respect to 0-255 pixel values, so it is "
-  "tiny: about 2e-9 against a KL of about 5e-3 for a Space Invaders "
-  "teacher (docs/RESULTS.md), hence 1e6 to make the two terms comparable.",
+  "tiny: 5e-8 to 5e-7 with the shipped teachers, against a KL of 0.01 to "
+  "0.4, hence 1e6 to make the two terms comparable. Breakout's low-data "
+  "advantage needed 1e7 (docs/RESULTS.md).",
 )
 _EVAL_EVERY = flags.DEFINE_integer(
   "eval_every", 200, "Steps between test evaluations."
