@@ -42,7 +42,7 @@ setuptools.setup(
   extras_require={
     "cpu": ["tensorflow-cpu==2.21.0"],
     "gpu": ["tensorflow[and-cuda]==2.21.0"],
-    "test": ["pytest==9.2.0"],
+    "test": ["hypothesis==6.170.17", "pytest==9.2.0"],
     "bench": ["jax==0.10.2", "jaxlib==0.10.2"],
     "lint": ["ruff==0.17.6"],
   },
