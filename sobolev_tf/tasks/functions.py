@@ -1,65 +1,72 @@
-"""Optimisation benchmark functions with analytic first and second derivatives.
+"""The optimisation benchmark functions of the paper's regression experiment.
 
-Czarnecki et al. (2017), "Sobolev Training for Neural Networks", Figure 2,
-regress seven classic 2-D test functions from their values and derivatives:
-Ackley, Beale, Booth, Bukin N.6, McCormick, Rosenbrock and Styblinski-Tang.
-This module provides them on their standard benchmark domains, and the
-scalable Ackley, Rosenbrock and Styblinski-Tang for any dimension `d` (the 2-D
-versions are their `d = 2` case).
+Czarnecki et al. (2017), "Sobolev Training for Neural Networks", Sec. 4.1 and
+Figure 2, regress seven classic 2-D test functions from their values and
+derivatives. Each is one row of `FUNCTIONS`: its value written with
+TensorFlow ops, its box domains, where it has kinks, and the dimensions it
+is defined in. `get_function` builds a `BenchmarkFunction` from a row.
 
-Each function is a `BenchmarkFunction` that holds its box domain and a known
-global minimiser. `value` is written with TensorFlow ops, so autodiff can
-differentiate it; `gradient` and `hessian` are derived by hand, so the
-derivative targets can be checked against autodiff and vice versa.
+`gradient` and `hessian` are float64 autodiff of `value` by the library's own
+derivative engine (`sobolev_tf.derivatives`), so the regression targets come
+from the same code that differentiates the networks; the tests check them
+against hand-derived derivatives and central finite differences.
 
-Ackley and Bukin N.6 are not differentiable everywhere. At their kinks both
-`gradient` and autodiff through `value` take `sign(0) = 0` and give
-`sqrt(s)` a zero derivative at `s = 0`, so they return finite values instead
-of NaN. At the origin of Ackley, its minimiser, that value is 0, a valid
+Domains (the scalable functions repeat one interval for every coordinate, in
+any dimension d):
+
+  function         "paper" (default)       "standard"               dim
+  ackley           [-5, 5]^d               [-32.768, 32.768]^d      >= 1
+  beale            [-4.5, 4.5]^2           same                     2
+  booth            [-10, 10]^2             same                     2
+  bukin_n6         [-15, -5] x [-3, 3]     same                     2
+  mccormick        [-1.5, 4] x [-3, 4]     same                     2
+  rosenbrock       [-2, 2]^d               [-5, 10]^d               >= 2
+  styblinski_tang  [-5, 5]^d               same                     >= 1
+
+"paper": the boxes of the paper's supplementary material, pp. 14-15, as
+copied in the public reproduction Tikquuss/lwd
+(`notebooks/optimization_functions.ipynb`).
+
+"standard": the boxes of Surjanovic & Bingham's library, Virtual Library of
+Simulation Experiments: Test Functions and Datasets (2013),
+https://www.sfu.ca/~ssurjano/optimization.html; Jamil & Yang (2013), "A
+literature survey of benchmark functions for global optimisation problems",
+arXiv:1308.4008, agree on them.
+
+Ackley and Bukin N.6 are not differentiable everywhere and have no `hessian`.
+At their kinks autodiff takes `sign(0) = 0` and gives `sqrt(s)` a zero
+derivative at `s = 0` (`_safe_sqrt`), so `gradient` is finite there, not NaN.
+At the origin of Ackley, its minimiser, that gradient is 0, a valid
 subgradient. On the ridge `x2 = 0.01 * x1**2` of Bukin N.6 the derivative is
-unbounded and 0 is a convention only; the ridge has measure zero, so uniform
-samples almost never hit it.
-
-Domains and minima follow Surjanovic & Bingham's library unless noted:
-
-  Surjanovic, S. & Bingham, D. (2013). Virtual Library of Simulation
-  Experiments: Test Functions and Datasets.
-  https://www.sfu.ca/~ssurjano/optimization.html
-
-  Jamil, M. & Yang, X.-S. (2013). A literature survey of benchmark functions
-  for global optimisation problems. Int. J. Mathematical Modelling and
-  Numerical Optimisation 4(2), 150-194. arXiv:1308.4008.
-
-Use `dataclasses.replace(fn, lower=..., upper=...)` to sample a smaller box,
-for example the [-5, 5]^2 window that plots of Ackley often show.
+unbounded and dropping the ridge term is a convention only; the ridge has
+measure zero, so uniform samples almost never hit it.
 """
 
 import dataclasses
 import math
 import operator
+import types
 from typing import Callable
-from typing import Dict
+from typing import Collection
+from typing import Mapping
 from typing import Optional
+from typing import Tuple
 
 import numpy as np
 import tensorflow as tf
 
-TensorFn = Callable[[tf.Tensor], tf.Tensor]
+from sobolev_tf import derivatives
 
-PAPER_FUNCTIONS = (
-  "ackley",
-  "beale",
-  "booth",
-  "bukin_n6",
-  "mccormick",
-  "rosenbrock",
-  "styblinski_tang",
-)
+TensorFn = Callable[[tf.Tensor], tf.Tensor]
+# One (low, high) interval per coordinate, or one shared by every coordinate.
+Box = Tuple[Tuple[float, float], ...]
+
+DOMAINS = ("paper", "standard")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class BenchmarkFunction:
-  """A scalar test function on a box domain, with its known global minimum.
+  """A scalar test function on a box domain.
 
   Equality is identity: the NumPy fields have no single truth value, so the
   generated field-wise `__eq__` could not work.
@@ -67,35 +74,25 @@ class BenchmarkFunction:
   Attributes:
     name: Registry name, e.g. "bukin_n6".
     dim: Input dimension `d`.
+    domain: Name of the domain in `DOMAINS` the box was built from.
     lower: Lower corner of the box domain, float64 of shape [dim], read-only.
     upper: Upper corner of the box domain, float64 of shape [dim], read-only.
-    minimizer: One global minimiser in the domain, float64 of shape [dim],
-      read-only.
-    minimum: The global minimum value on the domain.
-    smooth: Whether the function is twice differentiable on the whole domain.
-      Only smooth functions have a `hessian`.
-    value_fn: Implementation of `value` on a validated [B, dim] tensor.
-    gradient_fn: Implementation of `gradient` on a validated [B, dim] tensor.
-    hessian_fn: Implementation of `hessian` on a validated [B, dim] tensor;
-      None exactly when `smooth` is False.
-    kink: Where and why a non-smooth function fails to be twice
-      differentiable, quoted by the `hessian` error; empty for smooth ones.
+    value_fn: The function on a validated [B, dim] tensor, returning [B, 1]
+      in the input's dtype.
+    kink: Where and why the function fails to be twice differentiable,
+      quoted by the `hessian` error; empty for smooth functions.
   """
 
   name: str
   dim: int
+  domain: str
   lower: np.ndarray
   upper: np.ndarray
-  minimizer: np.ndarray
-  minimum: float
-  smooth: bool
   value_fn: TensorFn = dataclasses.field(repr=False)
-  gradient_fn: TensorFn = dataclasses.field(repr=False)
-  hessian_fn: Optional[TensorFn] = dataclasses.field(default=None, repr=False)
   kink: str = ""
 
   def __post_init__(self):
-    for field in ("lower", "upper", "minimizer"):
+    for field in ("lower", "upper"):
       array = np.array(getattr(self, field), dtype=np.float64)
       if array.shape != (self.dim,):
         raise ValueError(
@@ -105,18 +102,16 @@ class BenchmarkFunction:
       # Frozen fields would still be mutable through the array buffer.
       array.setflags(write=False)
       object.__setattr__(self, field, array)
-    object.__setattr__(self, "minimum", float(self.minimum))
     if not np.all(self.lower <= self.upper):
       raise ValueError(
         f"The domain of {self.name} is empty: `lower` must be <= `upper`. "
         f"Received: lower={self.lower}, upper={self.upper}."
       )
-    if self.smooth != (self.hessian_fn is not None):
-      raise ValueError(
-        f"{self.name}: `hessian_fn` must be given exactly when `smooth` is "
-        f"True. Received: smooth={self.smooth}, "
-        f"hessian_fn={self.hessian_fn!r}."
-      )
+
+  @property
+  def smooth(self) -> bool:
+    """Whether the function is twice differentiable on the whole domain."""
+    return not self.kink
 
   def value(self, x: tf.Tensor) -> tf.Tensor:
     """Evaluates the function.
@@ -133,7 +128,7 @@ class BenchmarkFunction:
     return self.value_fn(self._check_input(x))
 
   def gradient(self, x: tf.Tensor) -> tf.Tensor:
-    """Evaluates the hand-derived gradient.
+    """Evaluates the gradient by float64 autodiff of `value`.
 
     Args:
       x: Floating-point points of shape [B, dim], a tensor or NumPy array.
@@ -144,10 +139,12 @@ class BenchmarkFunction:
     Raises:
       ValueError: If `x` is not floating point or not of shape [B, dim].
     """
-    return self.gradient_fn(self._check_input(x))
+    x = self._check_input(x)
+    jacobian = derivatives.jacobian(self.value_fn, tf.cast(x, tf.float64))
+    return tf.cast(jacobian[:, 0, :], x.dtype)  # [B, dim]
 
   def hessian(self, x: tf.Tensor) -> tf.Tensor:
-    """Evaluates the hand-derived Hessian.
+    """Evaluates the Hessian by float64 autodiff of `value`.
 
     Args:
       x: Floating-point points of shape [B, dim], a tensor or NumPy array.
@@ -159,12 +156,14 @@ class BenchmarkFunction:
       ValueError: If the function is not smooth, or if `x` is not floating
         point or not of shape [B, dim].
     """
-    if self.hessian_fn is None:
+    if not self.smooth:
       raise ValueError(
         f"`hessian` is not defined for {self.name}: it is not twice "
         f"differentiable on its domain ({self.kink})."
       )
-    return self.hessian_fn(self._check_input(x))
+    x = self._check_input(x)
+    hessian = derivatives.hessian(self.value_fn, tf.cast(x, tf.float64))
+    return tf.cast(hessian[:, 0], x.dtype)  # [B, dim, dim]
 
   def sample(self, num_points: int, seed: Optional[int] = None) -> np.ndarray:
     """Draws points uniformly from the box domain.
@@ -202,7 +201,8 @@ class BenchmarkFunction:
         f"{self.name} expects inputs of shape [B, {self.dim}]. Received: x "
         f"with shape={x.shape}."
       )
-    return x
+    # The derivative engine needs the input size statically.
+    return tf.ensure_shape(x, [None, self.dim])
 
 
 def _safe_sqrt(s: tf.Tensor) -> tf.Tensor:
@@ -214,521 +214,172 @@ def _safe_sqrt(s: tf.Tensor) -> tf.Tensor:
   return tf.where(positive, tf.sqrt(safe), tf.zeros_like(s))
 
 
-def _symmetric_2x2(h11: tf.Tensor, h12: tf.Tensor, h22: tf.Tensor) -> tf.Tensor:
-  """Assembles [B, 1] entries into Hessians of shape [B, 2, 2]."""
-  return tf.reshape(tf.concat([h11, h12, h12, h22], axis=1), [-1, 2, 2])
-
-
-def _check_dim_is_2(name: str, dim: int) -> int:
-  dim = operator.index(dim)
-  if dim != 2:
-    raise ValueError(
-      f"{name} is defined only in 2 dimensions. Received: dim={dim}."
-    )
-  return dim
-
-
-def _check_dim_at_least(name: str, dim: int, minimum: int) -> int:
-  dim = operator.index(dim)
-  if dim < minimum:
-    raise ValueError(f"{name} needs dim >= {minimum}. Received: dim={dim}.")
-  return dim
-
-
-# Ackley.
-
-_ACKLEY_A = 20.0
-_ACKLEY_B = 0.2
-_ACKLEY_C = 2.0 * math.pi
-
-
-def _ackley_value(x: tf.Tensor) -> tf.Tensor:
+def _ackley(x: tf.Tensor) -> tf.Tensor:
+  """-20 exp(-0.2 sqrt(mean x_i^2)) - exp(mean cos(2 pi x_i)) + 20 + e."""
   radius = _safe_sqrt(tf.reduce_mean(tf.square(x), axis=1, keepdims=True))
-  mean_cos = tf.reduce_mean(tf.cos(_ACKLEY_C * x), axis=1, keepdims=True)
-  return (
-    -_ACKLEY_A * tf.exp(-_ACKLEY_B * radius)
-    - tf.exp(mean_cos)
-    + (_ACKLEY_A + math.e)
-  )
+  mean_cos = tf.reduce_mean(tf.cos(2.0 * math.pi * x), axis=1, keepdims=True)
+  return -20.0 * tf.exp(-0.2 * radius) - tf.exp(mean_cos) + (20.0 + math.e)
 
 
-def _ackley_gradient(x: tf.Tensor) -> tf.Tensor:
-  dim = tf.cast(tf.shape(x)[1], x.dtype)
-  radius = _safe_sqrt(tf.reduce_mean(tf.square(x), axis=1, keepdims=True))
-  mean_cos = tf.reduce_mean(tf.cos(_ACKLEY_C * x), axis=1, keepdims=True)
-  # d radius / dx = x / (dim * radius); taking 0 at the origin, where it is
-  # undefined, matches the autodiff of `_safe_sqrt`.
-  radial = (
-    _ACKLEY_A
-    * _ACKLEY_B
-    * tf.exp(-_ACKLEY_B * radius)
-    * tf.math.divide_no_nan(x, dim * radius)
-  )
-  periodic = (_ACKLEY_C / dim) * tf.sin(_ACKLEY_C * x) * tf.exp(mean_cos)
-  return radial + periodic
-
-
-def ackley(dim: int = 2) -> BenchmarkFunction:
-  """Ackley's function in `dim` dimensions.
-
-  f(x) = -a exp(-b sqrt(mean_i x_i^2)) - exp(mean_i cos(c x_i)) + a + e, with
-  a = 20, b = 0.2 and c = 2 pi. Global minimum 0 at x = 0.
-
-  Domain [-32.768, 32.768]^dim, as in Surjanovic & Bingham's library ("Ackley
-  Function"); Jamil & Yang (2013) survey it as "Ackley 1". Plots often show
-  the smaller window [-5, 5]^2 (e.g. Wikipedia's "Test functions for
-  optimization"); the library's box is kept so that results compare with the
-  benchmark literature.
-
-  Not smooth: sqrt(mean_i x_i^2) has a cone-shaped kink at the origin, which
-  is the global minimiser, so the function is not differentiable there and
-  has no Hessian.
-
-  Args:
-    dim: Input dimension, >= 1.
-
-  Returns:
-    The function.
-
-  Raises:
-    ValueError: If `dim < 1`.
-  """
-  dim = _check_dim_at_least("ackley", dim, 1)
-  return BenchmarkFunction(
-    name="ackley",
-    dim=dim,
-    lower=np.full(dim, -32.768),
-    upper=np.full(dim, 32.768),
-    minimizer=np.zeros(dim),
-    minimum=0.0,
-    smooth=False,
-    value_fn=_ackley_value,
-    gradient_fn=_ackley_gradient,
-    kink=(
-      "sqrt(mean(x**2)) has a cone-shaped kink at the origin, its global "
-      "minimiser"
-    ),
-  )
-
-
-# Beale.
-
-_BEALE_C = (1.5, 2.25, 2.625)
-
-
-def _beale_terms(x: tf.Tensor):
-  """Yields (k, t_k, x1, x2) with t_k = c_k - x1 + x1 x2^k, each [B, 1]."""
+def _beale(x: tf.Tensor) -> tf.Tensor:
+  """Sum over k = 1, 2, 3 of (c_k - x1 + x1 x2^k)^2, c = (1.5, 2.25, 2.625)."""
   x1, x2 = x[:, 0:1], x[:, 1:2]
-  for k, c in enumerate(_BEALE_C, start=1):
-    yield k, c - x1 + x1 * x2**k, x1, x2
+  terms = [
+    tf.square(c - x1 + x1 * x2**k)
+    for k, c in enumerate((1.5, 2.25, 2.625), start=1)
+  ]
+  return tf.add_n(terms)
 
 
-def _beale_value(x: tf.Tensor) -> tf.Tensor:
-  return tf.add_n([tf.square(t) for _, t, _, _ in _beale_terms(x)])
-
-
-def _beale_gradient(x: tf.Tensor) -> tf.Tensor:
-  g1, g2 = 0.0, 0.0
-  for k, t, x1, x2 in _beale_terms(x):
-    g1 += 2.0 * t * (x2**k - 1.0)
-    g2 += 2.0 * t * k * x1 * x2 ** (k - 1)
-  return tf.concat([g1, g2], axis=1)
-
-
-def _beale_hessian(x: tf.Tensor) -> tf.Tensor:
-  # Each term contributes 2 (grad t grad t^T + t Hess t).
-  h11, h12, h22 = 0.0, 0.0, 0.0
-  for k, t, x1, x2 in _beale_terms(x):
-    dt1 = x2**k - 1.0
-    dt2 = k * x1 * x2 ** (k - 1)
-    h11 += 2.0 * tf.square(dt1)
-    h12 += 2.0 * (dt1 * dt2 + t * k * x2 ** (k - 1))
-    h22 += 2.0 * tf.square(dt2)
-    if k >= 2:
-      h22 += 2.0 * t * k * (k - 1) * x1 * x2 ** (k - 2)
-  return _symmetric_2x2(h11, h12, h22)
-
-
-def beale(dim: int = 2) -> BenchmarkFunction:
-  """Beale's function.
-
-  f(x) = (1.5 - x1 + x1 x2)^2 + (2.25 - x1 + x1 x2^2)^2
-    + (2.625 - x1 + x1 x2^3)^2. Global minimum 0 at (3, 0.5).
-
-  Domain [-4.5, 4.5]^2, as in Surjanovic & Bingham's library ("Beale
-  Function") and Jamil & Yang (2013).
-
-  Args:
-    dim: Must be 2.
-
-  Returns:
-    The function.
-
-  Raises:
-    ValueError: If `dim != 2`.
-  """
-  dim = _check_dim_is_2("beale", dim)
-  return BenchmarkFunction(
-    name="beale",
-    dim=dim,
-    lower=np.full(dim, -4.5),
-    upper=np.full(dim, 4.5),
-    minimizer=np.array([3.0, 0.5]),
-    minimum=0.0,
-    smooth=True,
-    value_fn=_beale_value,
-    gradient_fn=_beale_gradient,
-    hessian_fn=_beale_hessian,
-  )
-
-
-# Booth.
-
-
-def _booth_residuals(x: tf.Tensor):
+def _booth(x: tf.Tensor) -> tf.Tensor:
+  """(x1 + 2 x2 - 7)^2 + (2 x1 + x2 - 5)^2."""
   x1, x2 = x[:, 0:1], x[:, 1:2]
-  return x1 + 2.0 * x2 - 7.0, 2.0 * x1 + x2 - 5.0
+  return tf.square(x1 + 2.0 * x2 - 7.0) + tf.square(2.0 * x1 + x2 - 5.0)
 
 
-def _booth_value(x: tf.Tensor) -> tf.Tensor:
-  u, v = _booth_residuals(x)
-  return tf.square(u) + tf.square(v)
-
-
-def _booth_gradient(x: tf.Tensor) -> tf.Tensor:
-  u, v = _booth_residuals(x)
-  return tf.concat([2.0 * u + 4.0 * v, 4.0 * u + 2.0 * v], axis=1)
-
-
-def _booth_hessian(x: tf.Tensor) -> tf.Tensor:
-  hessian = tf.constant([[10.0, 8.0], [8.0, 10.0]], dtype=x.dtype)
-  return tf.broadcast_to(hessian, [tf.shape(x)[0], 2, 2])
-
-
-def booth(dim: int = 2) -> BenchmarkFunction:
-  """Booth's function.
-
-  f(x) = (x1 + 2 x2 - 7)^2 + (2 x1 + x2 - 5)^2. Global minimum 0 at (1, 3).
-
-  Domain [-10, 10]^2, as in Surjanovic & Bingham's library ("Booth Function")
-  and Jamil & Yang (2013).
-
-  Args:
-    dim: Must be 2.
-
-  Returns:
-    The function.
-
-  Raises:
-    ValueError: If `dim != 2`.
-  """
-  dim = _check_dim_is_2("booth", dim)
-  return BenchmarkFunction(
-    name="booth",
-    dim=dim,
-    lower=np.full(dim, -10.0),
-    upper=np.full(dim, 10.0),
-    minimizer=np.array([1.0, 3.0]),
-    minimum=0.0,
-    smooth=True,
-    value_fn=_booth_value,
-    gradient_fn=_booth_gradient,
-    hessian_fn=_booth_hessian,
-  )
-
-
-# Bukin N.6.
-
-
-def _bukin_n6_value(x: tf.Tensor) -> tf.Tensor:
+def _bukin_n6(x: tf.Tensor) -> tf.Tensor:
+  """100 sqrt(|x2 - 0.01 x1^2|) + 0.01 |x1 + 10|."""
   x1, x2 = x[:, 0:1], x[:, 1:2]
   ridge = x2 - 0.01 * tf.square(x1)
   return 100.0 * _safe_sqrt(tf.abs(ridge)) + 0.01 * tf.abs(x1 + 10.0)
 
 
-def _bukin_n6_gradient(x: tf.Tensor) -> tf.Tensor:
-  x1, x2 = x[:, 0:1], x[:, 1:2]
-  ridge = x2 - 0.01 * tf.square(x1)
-  # d/du 100 sqrt(|u|) = 50 sign(u) / sqrt(|u|), set to 0 on the ridge u = 0
-  # like the autodiff of `_safe_sqrt`.
-  d_ridge = tf.math.divide_no_nan(50.0 * tf.sign(ridge), tf.sqrt(tf.abs(ridge)))
-  g1 = -0.02 * x1 * d_ridge + 0.01 * tf.sign(x1 + 10.0)
-  return tf.concat([g1, d_ridge], axis=1)
-
-
-def bukin_n6(dim: int = 2) -> BenchmarkFunction:
-  """Bukin's function N.6.
-
-  f(x) = 100 sqrt(|x2 - 0.01 x1^2|) + 0.01 |x1 + 10|. Global minimum 0 at
-  (-10, 1).
-
-  Domain x1 in [-15, -5], x2 in [-3, 3], as in Surjanovic & Bingham's library
-  ("Bukin Function N. 6") and Jamil & Yang (2013).
-
-  Not smooth: it has kinks along the parabola x2 = 0.01 x1^2 (where the
-  derivative is unbounded) and the line x1 = -10, which cross at the global
-  minimiser, so it has no Hessian.
-
-  Args:
-    dim: Must be 2.
-
-  Returns:
-    The function.
-
-  Raises:
-    ValueError: If `dim != 2`.
-  """
-  dim = _check_dim_is_2("bukin_n6", dim)
-  return BenchmarkFunction(
-    name="bukin_n6",
-    dim=dim,
-    lower=np.array([-15.0, -3.0]),
-    upper=np.array([-5.0, 3.0]),
-    minimizer=np.array([-10.0, 1.0]),
-    minimum=0.0,
-    smooth=False,
-    value_fn=_bukin_n6_value,
-    gradient_fn=_bukin_n6_gradient,
-    kink=(
-      "sqrt(|x2 - 0.01 x1**2|) and |x1 + 10| have kinks along the parabola "
-      "x2 = 0.01 x1**2 and the line x1 = -10, which cross at its global "
-      "minimiser"
-    ),
-  )
-
-
-# McCormick.
-
-
-def _mccormick_value(x: tf.Tensor) -> tf.Tensor:
+def _mccormick(x: tf.Tensor) -> tf.Tensor:
+  """sin(x1 + x2) + (x1 - x2)^2 - 1.5 x1 + 2.5 x2 + 1."""
   x1, x2 = x[:, 0:1], x[:, 1:2]
   return tf.sin(x1 + x2) + tf.square(x1 - x2) - 1.5 * x1 + 2.5 * x2 + 1.0
 
 
-def _mccormick_gradient(x: tf.Tensor) -> tf.Tensor:
-  x1, x2 = x[:, 0:1], x[:, 1:2]
-  cos_sum = tf.cos(x1 + x2)
-  diff = 2.0 * (x1 - x2)
-  return tf.concat([cos_sum + diff - 1.5, cos_sum - diff + 2.5], axis=1)
-
-
-def _mccormick_hessian(x: tf.Tensor) -> tf.Tensor:
-  sin_sum = tf.sin(x[:, 0:1] + x[:, 1:2])
-  return _symmetric_2x2(2.0 - sin_sum, -2.0 - sin_sum, 2.0 - sin_sum)
-
-
-def mccormick(dim: int = 2) -> BenchmarkFunction:
-  """McCormick's function.
-
-  f(x) = sin(x1 + x2) + (x1 - x2)^2 - 1.5 x1 + 2.5 x2 + 1.
-
-  Domain x1 in [-1.5, 4], x2 in [-3, 4], as in Surjanovic & Bingham's library
-  ("McCormick Function"); some libraries cut x2 at 3, which leaves the
-  minimiser inside.
-
-  The library quotes the minimum -1.9133 at (-0.54719, -1.54719). Setting the
-  gradient to zero gives x1 - x2 = 1 and cos(x1 + x2) = -1/2, so the exact
-  minimiser is (1/2 - pi/3, -1/2 - pi/3) with minimum -sqrt(3)/2 - pi/3
-  = -1.9132229...; these exact values are used.
-
-  Args:
-    dim: Must be 2.
-
-  Returns:
-    The function.
-
-  Raises:
-    ValueError: If `dim != 2`.
-  """
-  dim = _check_dim_is_2("mccormick", dim)
-  return BenchmarkFunction(
-    name="mccormick",
-    dim=dim,
-    lower=np.array([-1.5, -3.0]),
-    upper=np.array([4.0, 4.0]),
-    minimizer=np.array([0.5 - math.pi / 3.0, -0.5 - math.pi / 3.0]),
-    minimum=-math.sqrt(3.0) / 2.0 - math.pi / 3.0,
-    smooth=True,
-    value_fn=_mccormick_value,
-    gradient_fn=_mccormick_gradient,
-    hessian_fn=_mccormick_hessian,
-  )
-
-
-# Rosenbrock.
-
-
-def _rosenbrock_parts(x: tf.Tensor):
-  """Returns x_i and the valley residuals x_{i+1} - x_i^2, i < d, [B, d-1]."""
-  head = x[:, :-1]
-  return head, x[:, 1:] - tf.square(head)
-
-
-def _rosenbrock_value(x: tf.Tensor) -> tf.Tensor:
-  head, valley = _rosenbrock_parts(x)
-  terms = 100.0 * tf.square(valley) + tf.square(head - 1.0)
+def _rosenbrock(x: tf.Tensor) -> tf.Tensor:
+  """Sum over i < d of 100 (x_{i+1} - x_i^2)^2 + (x_i - 1)^2."""
+  head = x[:, :-1]  # [B, d - 1]
+  terms = 100.0 * tf.square(x[:, 1:] - tf.square(head)) + tf.square(head - 1)
   return tf.reduce_sum(terms, axis=1, keepdims=True)
 
 
-def _rosenbrock_gradient(x: tf.Tensor) -> tf.Tensor:
-  head, valley = _rosenbrock_parts(x)
-  # Coordinate i appears as x_i in term i and as x_{i+1} in term i - 1.
-  as_head = -400.0 * head * valley + 2.0 * (head - 1.0)
-  as_tail = 200.0 * valley
-  return tf.pad(as_head, [[0, 0], [0, 1]]) + tf.pad(as_tail, [[0, 0], [1, 0]])
-
-
-def _rosenbrock_hessian(x: tf.Tensor) -> tf.Tensor:
-  head, valley = _rosenbrock_parts(x)
-  # Only neighbouring coordinates interact, so the Hessian is tridiagonal.
-  as_head = -400.0 * valley + 800.0 * tf.square(head) + 2.0
-  as_tail = tf.fill(tf.shape(valley), tf.constant(200.0, x.dtype))
-  diagonal = tf.pad(as_head, [[0, 0], [0, 1]]) + tf.pad(
-    as_tail, [[0, 0], [1, 0]]
-  )
-  off_diagonal = -400.0 * head
-  return (
-    tf.linalg.diag(diagonal)
-    + tf.linalg.diag(off_diagonal, k=1)
-    + tf.linalg.diag(off_diagonal, k=-1)
-  )  # [B, dim, dim]
-
-
-def rosenbrock(dim: int = 2) -> BenchmarkFunction:
-  """Rosenbrock's function in `dim` dimensions.
-
-  f(x) = sum_{i<d} 100 (x_{i+1} - x_i^2)^2 + (x_i - 1)^2. Global minimum 0 at
-  x = (1, ..., 1).
-
-  Domain [-5, 10]^dim, as in Surjanovic & Bingham's library ("Rosenbrock
-  Function"), which notes that it may be restricted to [-2.048, 2.048]^dim;
-  the wider box is the library's default and is kept here.
-
-  Args:
-    dim: Input dimension, >= 2; the sum couples neighbouring coordinates, so
-      for dim = 1 the function would be the constant 0.
-
-  Returns:
-    The function.
-
-  Raises:
-    ValueError: If `dim < 2`.
-  """
-  dim = _check_dim_at_least("rosenbrock", dim, 2)
-  return BenchmarkFunction(
-    name="rosenbrock",
-    dim=dim,
-    lower=np.full(dim, -5.0),
-    upper=np.full(dim, 10.0),
-    minimizer=np.ones(dim),
-    minimum=0.0,
-    smooth=True,
-    value_fn=_rosenbrock_value,
-    gradient_fn=_rosenbrock_gradient,
-    hessian_fn=_rosenbrock_hessian,
-  )
-
-
-# Styblinski-Tang.
-
-
-def _styblinski_tang_root() -> float:
-  """Returns the minimising root of f'(t) = 2 t^3 - 16 t + 2.5 per coordinate.
-
-  The depressed cubic t^3 - 8 t + 5/4 has three real roots; the trigonometric
-  formula gives the negative one to full precision.
-  """
-  p, q = -8.0, 1.25
-  angle = math.acos(1.5 * q / p * math.sqrt(-3.0 / p)) / 3.0
-  return 2.0 * math.sqrt(-p / 3.0) * math.cos(angle - 4.0 * math.pi / 3.0)
-
-
-_STYBLINSKI_TANG_ROOT = _styblinski_tang_root()
-_STYBLINSKI_TANG_MIN_PER_DIM = 0.5 * (
-  _STYBLINSKI_TANG_ROOT**4
-  - 16.0 * _STYBLINSKI_TANG_ROOT**2
-  + 5.0 * _STYBLINSKI_TANG_ROOT
-)
-
-
-def _styblinski_tang_value(x: tf.Tensor) -> tf.Tensor:
+def _styblinski_tang(x: tf.Tensor) -> tf.Tensor:
+  """1/2 sum_i (x_i^4 - 16 x_i^2 + 5 x_i)."""
   terms = tf.square(tf.square(x)) - 16.0 * tf.square(x) + 5.0 * x
   return 0.5 * tf.reduce_sum(terms, axis=1, keepdims=True)
 
 
-def _styblinski_tang_gradient(x: tf.Tensor) -> tf.Tensor:
-  return 2.0 * x**3 - 16.0 * x + 2.5
+@dataclasses.dataclass(frozen=True)
+class FunctionSpec:
+  """One row of the benchmark table.
 
-
-def _styblinski_tang_hessian(x: tf.Tensor) -> tf.Tensor:
-  return tf.linalg.diag(6.0 * tf.square(x) - 16.0)  # [B, dim, dim]
-
-
-def styblinski_tang(dim: int = 2) -> BenchmarkFunction:
-  """The Styblinski-Tang function in `dim` dimensions.
-
-  f(x) = 1/2 sum_i (x_i^4 - 16 x_i^2 + 5 x_i). Global minimum at
-  x_i = -2.903534027771..., the negative root of 2 t^3 - 16 t + 2.5 = 0.
-
-  Domain [-5, 5]^dim, as in Surjanovic & Bingham's library
-  ("Styblinski-Tang Function") and Jamil & Yang (2013).
-
-  The library quotes the minimum as -39.16599 dim; evaluating f at the root
-  gives -39.1661657037714 dim, which is used here (-39.16599 dim is off by
-  1.7e-4 per dimension).
-
-  Args:
-    dim: Input dimension, >= 1.
-
-  Returns:
-    The function.
-
-  Raises:
-    ValueError: If `dim < 1`.
+  Attributes:
+    value_fn: The function on a [B, d] tensor, returning [B, 1].
+    domains: The box of each name in `DOMAINS`.
+    min_dim: The smallest input dimension.
+    scalable: Whether every `dim >= min_dim` is valid; if not, only 2 is.
+    kink: Where and why the function is not twice differentiable; empty
+      when it is.
   """
-  dim = _check_dim_at_least("styblinski_tang", dim, 1)
-  return BenchmarkFunction(
-    name="styblinski_tang",
-    dim=dim,
-    lower=np.full(dim, -5.0),
-    upper=np.full(dim, 5.0),
-    minimizer=np.full(dim, _STYBLINSKI_TANG_ROOT),
-    minimum=dim * _STYBLINSKI_TANG_MIN_PER_DIM,
-    smooth=True,
-    value_fn=_styblinski_tang_value,
-    gradient_fn=_styblinski_tang_gradient,
-    hessian_fn=_styblinski_tang_hessian,
-  )
+
+  value_fn: TensorFn
+  domains: Mapping[str, Box]
+  min_dim: int = 2
+  scalable: bool = False
+  kink: str = ""
 
 
-FUNCTIONS: Dict[str, Callable[[int], BenchmarkFunction]] = {
-  "ackley": ackley,
-  "beale": beale,
-  "booth": booth,
-  "bukin_n6": bukin_n6,
-  "mccormick": mccormick,
-  "rosenbrock": rosenbrock,
-  "styblinski_tang": styblinski_tang,
-}
+def _same_box(box: Box) -> Mapping[str, Box]:
+  return {domain: box for domain in DOMAINS}
 
 
-def get_function(name: str, dim: int = 2) -> BenchmarkFunction:
+FUNCTIONS: Mapping[str, FunctionSpec] = types.MappingProxyType(
+  {
+    "ackley": FunctionSpec(
+      _ackley,
+      {"paper": ((-5.0, 5.0),), "standard": ((-32.768, 32.768),)},
+      min_dim=1,
+      scalable=True,
+      kink=(
+        "sqrt(mean(x**2)) has a cone-shaped kink at the origin, its global "
+        "minimiser"
+      ),
+    ),
+    "beale": FunctionSpec(_beale, _same_box(((-4.5, 4.5),))),
+    "booth": FunctionSpec(_booth, _same_box(((-10.0, 10.0),))),
+    "bukin_n6": FunctionSpec(
+      _bukin_n6,
+      _same_box(((-15.0, -5.0), (-3.0, 3.0))),
+      kink=(
+        "sqrt(|x2 - 0.01 x1**2|) and |x1 + 10| have kinks along the parabola "
+        "x2 = 0.01 x1**2 and the line x1 = -10, which cross at its global "
+        "minimiser"
+      ),
+    ),
+    "mccormick": FunctionSpec(
+      _mccormick, _same_box(((-1.5, 4.0), (-3.0, 4.0)))
+    ),
+    "rosenbrock": FunctionSpec(
+      _rosenbrock,
+      {"paper": ((-2.0, 2.0),), "standard": ((-5.0, 10.0),)},
+      scalable=True,
+    ),
+    "styblinski_tang": FunctionSpec(
+      _styblinski_tang, _same_box(((-5.0, 5.0),)), min_dim=1, scalable=True
+    ),
+  }
+)
+PAPER_FUNCTIONS = tuple(FUNCTIONS)
+
+
+def _check_choice(argument: str, value: str, choices: Collection[str]) -> None:
+  if value not in choices:
+    raise ValueError(
+      f"Received an invalid value for `{argument}`, expected one of "
+      f"{list(choices)}. Received: {argument}={value!r}"
+    )
+
+
+def _check_dim(name: str, spec: FunctionSpec, dim: int) -> int:
+  dim = operator.index(dim)
+  if spec.scalable and dim < spec.min_dim:
+    raise ValueError(
+      f"Received an invalid value for `dim`, expected an integer >= "
+      f"{spec.min_dim} for {name}. Received: dim={dim}"
+    )
+  if not spec.scalable and dim != 2:
+    raise ValueError(
+      f"Received an invalid value for `dim`, expected 2: {name} is defined "
+      f"only in 2 dimensions. Received: dim={dim}"
+    )
+  return dim
+
+
+def get_function(
+  name: str, dim: int = 2, domain: str = "paper"
+) -> BenchmarkFunction:
   """Builds a benchmark function by name.
 
   Args:
     name: One of `FUNCTIONS`, e.g. "rosenbrock".
     dim: Input dimension. Must be 2 except for "ackley" and
       "styblinski_tang" (any dim >= 1) and "rosenbrock" (any dim >= 2).
+    domain: One of `DOMAINS`: "paper" for the paper's boxes, "standard" for
+      Surjanovic & Bingham's (see the module docstring).
 
   Returns:
-    The function.
+    The function on the chosen box.
 
   Raises:
-    ValueError: If `name` is unknown or `dim` is invalid for it.
+    ValueError: If `name` or `domain` is unknown, or `dim` is invalid for
+      the function.
+    TypeError: If `dim` is not an integer.
   """
-  if name not in FUNCTIONS:
-    raise ValueError(
-      f"Received an invalid value for `name`, expected one of "
-      f"{list(FUNCTIONS)}. Received: name={name!r}"
-    )
-  return FUNCTIONS[name](dim)
+  _check_choice("name", name, FUNCTIONS)
+  _check_choice("domain", domain, DOMAINS)
+  spec = FUNCTIONS[name]
+  dim = _check_dim(name, spec, dim)
+  box = np.broadcast_to(np.array(spec.domains[domain]), (dim, 2))
+  return BenchmarkFunction(
+    name=name,
+    dim=dim,
+    domain=domain,
+    lower=box[:, 0],
+    upper=box[:, 1],
+    value_fn=spec.value_fn,
+    kink=spec.kink,
+  )
