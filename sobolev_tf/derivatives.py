@@ -31,7 +31,8 @@ BatchFn = Callable[[tf.Tensor], tf.Tensor]
 DirectionPair = Tuple[Sequence[tf.Tensor], Optional[Sequence[tf.Tensor]]]
 
 
-def _check_input(x: tf.Tensor) -> tf.Tensor:
+def check_input(x: tf.Tensor) -> tf.Tensor:
+  """`x` as a tensor, checked to be a floating-point batch `[B, in...]`."""
   x = tf.convert_to_tensor(x)
   if not x.dtype.is_floating:
     raise ValueError(
@@ -45,6 +46,17 @@ def _check_input(x: tf.Tensor) -> tf.Tensor:
       f"Received: x with shape={x.shape}."
     )
   return x
+
+
+def _check_output(y, what: str = "fn(x)") -> tf.Tensor:
+  if isinstance(y, (list, tuple, dict)):
+    raise ValueError(
+      f"Expected {what} to be a single tensor [B, out...]; derivatives are "
+      f"taken of one output. Received: a {type(y).__name__} of "
+      f"{len(y)} outputs. Concatenate them into one output (for example "
+      "with keras.layers.Concatenate) or train one model per output."
+    )
+  return y
 
 
 def _static_size(shape: tf.TensorShape, what: str) -> int:
@@ -64,6 +76,24 @@ def _check_mode(mode: str) -> None:
     )
 
 
+def training_mode(mode: str) -> str:
+  """The Jacobian mode to use for derivatives that will be trained through.
+
+  Eagerly that is always reverse mode, whatever is asked: in TensorFlow 2.21
+  an outer `GradientTape` differentiates eager forward-over-reverse results
+  wrongly (some variables get `None`, others wrong values; inside
+  `tf.function` they are right).
+
+  Args:
+    mode: one of `JACOBIAN_MODES`.
+
+  Returns:
+    `mode`, or `"reverse"` when executing eagerly.
+  """
+  _check_mode(mode)
+  return "reverse" if tf.executing_eagerly() else mode
+
+
 def choose_jacobian_mode(input_size: int, output_size: int) -> str:
   """Returns the cheaper autodiff mode for a full Jacobian.
 
@@ -72,11 +102,8 @@ def choose_jacobian_mode(input_size: int, output_size: int) -> str:
   costs a small multiple of a forward pass, so the smaller count wins. Ties go
   to reverse mode, which shares one forward pass between its products.
 
-  Under eager execution the answer is always reverse mode: in TensorFlow 2.21
-  an outer `GradientTape` differentiates eager forward-over-reverse results
-  wrongly (some variables get `None`, others wrong values; inside
-  `tf.function` they are right), and training always differentiates these
-  derivatives again.
+  Under eager execution the answer is always reverse mode (see
+  `training_mode`): training differentiates these derivatives again.
 
   Args:
     input_size: number of input coordinates per example.
@@ -126,7 +153,7 @@ def value_and_jacobian(
       shapes that are not static.
   """
   _check_mode(mode)
-  x = _check_input(x)
+  x = check_input(x)
   in_shape = x.shape[1:]
   in_size = _static_size(in_shape, "x")
   batch_shape = tf.shape(x)[:1]
@@ -135,7 +162,7 @@ def value_and_jacobian(
 
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(x)
-    y = fn(x)
+    y = _check_output(fn(x))
   out_shape = y.shape[1:]
   out_size = _static_size(out_shape, "fn(x)")
   if mode == "auto" and choose_jacobian_mode(in_size, out_size) == "forward":
@@ -169,7 +196,7 @@ def _forward_jacobian(
   for i in range(in_size):
     tangent = _basis(i, in_size, batch_shape, in_shape, x.dtype)
     with tf.autodiff.ForwardAccumulator(x, tangent) as accumulator:
-      y = fn(x)
+      y = _check_output(fn(x))
     columns.append(accumulator.jvp(y, unconnected_gradients="zero"))
   out_shape = y.shape[1:]
   jacobian = tf.stack(columns, axis=-1)  # [B, out..., in_size]
@@ -213,7 +240,7 @@ def value_and_derivatives(
       f"integer. Received: order={order}"
     )
   if order == 0:
-    return [fn(x)]
+    return [_check_output(fn(x))]
   lower = []
 
   def top_derivative(inputs):
@@ -289,12 +316,12 @@ def projected_derivatives_with_sampler(
   Raises:
     ValueError: as `value_and_projected_derivatives`.
   """
-  x = _check_input(x)
+  x = check_input(x)
   with tf.GradientTape(persistent=True) as outer_tape:
     outer_tape.watch(x)
     with tf.GradientTape(persistent=True) as inner_tape:
       inner_tape.watch(x)
-      y = fn(x)
+      y = _check_output(fn(x))
     output_directions, input_directions = sample(y)
     if input_directions is not None and (
       len(input_directions) != len(output_directions)
@@ -321,6 +348,100 @@ def projected_derivatives_with_sampler(
     ]
   del outer_tape
   return y, first, second, (output_directions, input_directions)
+
+
+def value_and_jacobian_vector_products(
+  fn: BatchFn, x: tf.Tensor, tangents: tf.Tensor
+) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Returns `fn(x)` and its directional derivatives along `tangents`.
+
+  `J v` for each direction `v`, without a full Jacobian: the
+  vector-Jacobian product `g(u) = J^T u` is linear in `u`, and its
+  derivative along `v`, `d<g(u), v>/du`, is `J v` ("double backward").
+  Unlike `tf.autodiff.ForwardAccumulator` this is right eagerly under an
+  outer tape (see `training_mode`) and compiles with XLA.
+
+  Args:
+    fn: batched callable, `[B, in...] -> [B, out...]`.
+    x: floating-point input batch, `[B, in...]`.
+    tangents: directions in input space, `[B, K, in...]`, `K` static.
+
+  Returns:
+    `(y, jvps)`: `y = fn(x)` `[B, out...]` and `jvps` `[B, out..., K]`,
+    `jvps[b, o..., k] = sum_i J[b, o..., i] tangents[b, k, i]`.
+
+  Raises:
+    ValueError: for a non-floating or unbatched `x`.
+  """
+  x = check_input(x)
+  count = _static_size(tangents.shape[1:2], "the number of tangents K")
+  with tf.GradientTape(persistent=True) as dual_tape:
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      y = _check_output(fn(x))
+    cotangent = tf.zeros_like(y)
+    dual_tape.watch(cotangent)
+    pullback = tape.gradient(
+      y, x, output_gradients=cotangent, unconnected_gradients="zero"
+    )  # [B, in...], J^T u
+  jvps = [
+    dual_tape.gradient(
+      pullback,
+      cotangent,
+      output_gradients=tf.cast(tangents[:, k], x.dtype),
+      unconnected_gradients="zero",
+    )
+    for k in range(count)
+  ]
+  del dual_tape
+  return y, tf.stack(jvps, axis=-1)  # [B, out..., K]
+
+
+def hessian_vector_products(
+  fn: BatchFn, x: tf.Tensor, tangents: tf.Tensor
+) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+  """Returns `fn(x)`, `J v` and `H v` for each direction `v` in `tangents`.
+
+  `H v` is the input gradient of each output's directional derivative: one
+  vector-Jacobian product per output coordinate and direction, never a
+  full Hessian.
+
+  Args:
+    fn: batched callable, `[B, in...] -> [B, out...]`.
+    x: floating-point input batch, `[B, in...]`.
+    tangents: directions in input space, `[B, K, in...]`, `K` static.
+
+  Returns:
+    `(y, jvps, hvps)`: `y` `[B, out...]`, `jvps` `[B, out..., K]` and
+    `hvps` `[B, out..., K, in...]`, `hvps[b, o..., k, j] = sum_i
+    H[b, o..., i, j] tangents[b, k, i]`.
+
+  Raises:
+    ValueError: for a non-floating or unbatched `x`.
+  """
+  x = check_input(x)
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(x)
+    y, jvps = value_and_jacobian_vector_products(fn, x, tangents)
+  event_shape = jvps.shape[1:]
+  size = _static_size(event_shape, "fn(x)")
+  batch_shape = tf.shape(x)[:1]
+  rows = [
+    tape.gradient(
+      jvps,
+      x,
+      output_gradients=_basis(k, size, batch_shape, event_shape, jvps.dtype),
+      unconnected_gradients="zero",
+    )
+    for k in range(size)
+  ]
+  del tape
+  hvps = tf.stack(rows, axis=1)  # [B, out... * K, in...]
+  return (
+    y,
+    jvps,
+    tf.reshape(hvps, tf.concat([batch_shape, event_shape, tf.shape(x)[1:]], 0)),
+  )
 
 
 def vector_jacobian_product(

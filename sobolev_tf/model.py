@@ -3,73 +3,28 @@
 from typing import Any
 from typing import Callable
 from typing import Dict
-from typing import List
 from typing import Mapping
 from typing import Optional
-from typing import Sequence
-from typing import Union
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from sobolev_tf import config as config_lib
 from sobolev_tf import objective as objective_lib
+from sobolev_tf import training as training_lib
 
 # The test step draws its directions from this step number, so that
 # evaluating twice gives the same numbers.
 _TEST_SEED_STEP = -1
 
-
-def _replica_id() -> Union[int, tf.Tensor]:
-  context = tf.distribute.get_replica_context()
-  return 0 if context is None else context.replica_id_in_sync_group
-
-
-def _clip_across_replicas(
-  optimizer: keras.optimizers.Optimizer, gradients: List[tf.Tensor]
-) -> List[tf.Tensor]:
-  """Clips the sum of the replicas' gradients, as one replica would.
-
-  Keras 3's TensorFlow optimiser clips each replica's gradient and then sums
-  them, so with several replicas a clipping optimiser (`clipnorm`,
-  `global_clipnorm` or `clipvalue`) steps differently than on one device.
-  With several replicas and clipping on, this sums the gradients first,
-  clips the sum with the optimiser's own setting and gives each replica a
-  `1 / num_replicas` share: the optimiser's clipping leaves the shares alone
-  (each is within the limit divided by the number of replicas) and its sum
-  restores the clipped total.
-
-  Args:
-    optimizer: the model's optimiser.
-    gradients: this replica's gradients.
-
-  Returns:
-    This replica's share of the clipped total, or `gradients` unchanged
-    with one replica or no clipping.
-  """
-  context = tf.distribute.get_replica_context()
-  replicas = context.num_replicas_in_sync if context else 1
-  if replicas == 1 or not (
-    optimizer.clipnorm or optimizer.global_clipnorm or optimizer.clipvalue
-  ):
-    return gradients
-  total = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-  # The order of keras.optimizers.Optimizer._clip_gradients.
-  if optimizer.clipnorm:
-    total = [tf.clip_by_norm(g, optimizer.clipnorm) for g in total]
-  elif optimizer.global_clipnorm:
-    total, _ = tf.clip_by_global_norm(total, optimizer.global_clipnorm)
-  else:
-    limit = optimizer.clipvalue
-    total = [tf.clip_by_value(g, -limit, limit) for g in total]
-  return [g / replicas for g in total]
-
-
-def _unscale_for_distribution(value: tf.Tensor) -> tf.Tensor:
-  """Undoes the `1 / num_replicas` a Keras loss applies inside a replica."""
-  return value * tf.cast(
-    tf.distribute.get_strategy().num_replicas_in_sync, value.dtype
-  )
+# Why a step was not applied, as bits of `SobolevModel.nonfinite_cause`.
+_CAUSES = {
+  1: "the input x holds NaN or Inf",
+  2: "the targets hold NaN or Inf (nonfinite_targets='raise')",
+  4: "the loss is NaN or Inf",
+  8: "the gradients hold NaN or Inf",
+}
 
 
 @keras.saving.register_keras_serializable(package="sobolev_tf")
@@ -77,27 +32,43 @@ class SobolevModel(keras.Model):
   """Trains a Keras model on its values and its input derivatives.
 
   Wraps any Keras model `m` (Sequential, functional or subclassed) with one
-  floating-point input. `fit` minimises
+  floating-point input and one output. `fit` minimises the Sobolev
+  objective (`SobolevObjective`), `evaluate` reports its terms and
+  `predict` returns `m(x)`.
 
-      w0 l0(m(x), f(x)) + w1 l1(D_x m(x), D_x f(x)) + w2 l2(D2_x m, D2_x f)
+  Args:
+    model: the Keras model to train; its single input is differentiated.
+    teacher: optional differentiable callable (a Keras model, Sonnet module
+      or function) that supplies all targets. A Keras teacher is frozen
+      (`trainable = False`) and saved with the model; any other is not
+      saved: set `model.teacher` again after loading.
+    seed: base seed of the random directions in stochastic mode.
+    **kwargs: the options of `SobolevConfig` (`order`, `mode`,
+      `num_projections`, `loss_weights`, `losses`, `output_transform`,
+      `jacobian_mode`, `nonfinite_targets`, `derivative_scales`,
+      `balance`, `balance_decay`), and `keras.Model` arguments (`name`).
 
-  (see `SobolevObjective` for every option), `evaluate` reports the same terms
-  and `predict` returns `m(x)`.
+  Raises:
+    ValueError: for an invalid option, a `model` that is not a Keras layer,
+      has several outputs or normalises over the batch while training_lib.
 
-  Data: `x` is the input batch `[B, in...]`; `y` is a dict with keys among
-  `"value"` `[B, out...]`, `"d1"` `[B, out..., in...]` and `"d2"`
-  `[B, out..., in..., in...]` (a bare array is the value), holding the
-  target's values and full derivatives. With a `teacher`, only `x` is given
-  and the teacher supplies every target, in stochastic mode projected on the
-  same random directions as the model, so that no full Jacobian is built.
-  Sample weights go in as usual: `fit(x, y, sample_weight=w)`.
+  Data: `x` is the input batch `[B, in...]`; `y` is a tensor (the value
+  target), a tuple `(value, d1[, d2])` or a dict with the keys of
+  `sobolev_tf.targets` (full derivatives, derivatives along given
+  directions, masks of missing entries). With a `teacher`, only `x` is
+  given. Sample weights go in as usual, or as a dict keyed by term.
 
-  Metrics: `loss` (the weighted total), and `value_loss`, `d1_loss`,
-  `d2_loss` for each active term, plus any metric given to `compile`, which
-  compares the value target with the (transformed) prediction. They reach the
-  `fit` history and, through `keras.callbacks.TensorBoard`, TensorBoard.
-  Callbacks that monitor a term need `mode="min"` (Keras infers the direction
-  only for `loss` and compiled metrics).
+  Metrics: `loss` (the weighted, balanced total), each term in the data's
+  units (`value_loss`, `d1_loss`, `d2_loss`), the balanced terms beside
+  them (`*_normalized_loss`), with `nonfinite_targets` `"drop"` or
+  `"missing"` the entries each derivative term used (`d1_entries`), plus
+  any metric given to `compile`, on the value. Callbacks that monitor a
+  term need `mode="min"`.
+
+  Non-finite steps: a training step whose input, targets (under
+  `nonfinite_targets="raise"`), loss or gradients hold NaN or Inf is not
+  applied, in every execution mode, XLA included; `fit` and `evaluate`
+  then raise a `ValueError` naming the cause (`nonfinite_cause`).
 
   Example:
   ```python
@@ -118,68 +89,55 @@ class SobolevModel(keras.Model):
     self,
     model: keras.Model,
     *,
-    order: int = 1,
-    mode: str = "full",
-    num_projections: int = 1,
-    loss_weights: Optional[Sequence[float]] = None,
-    losses: Any = "mean_squared_error",
-    output_transform: Union[None, str, Callable[[tf.Tensor], tf.Tensor]] = None,
-    jacobian_mode: str = "auto",
-    nonfinite_targets: str = "raise",
-    derivative_scales: Optional[Mapping[str, Any]] = None,
     teacher: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
     seed: int = 0,
     **kwargs,
   ):
-    """Wraps `model` for Sobolev Training.
-
-    Args:
-      model: the Keras model to train; its single input is differentiated.
-      order: highest derivative order, 0, 1 or 2.
-      mode: `"full"` or `"stochastic"` (random projections).
-      num_projections: directions per example and step in stochastic mode.
-      loss_weights: weight of the value, d1 and d2 terms (default ones).
-      losses: one loss or one per order (default mean squared error).
-      output_transform: applied to outputs before the loss and derivatives,
-        e.g. `"log_softmax"`.
-      jacobian_mode: `"auto"`, `"reverse"` or `"forward"` (full mode).
-      nonfinite_targets: `"raise"` or `"drop"` for NaN/Inf array targets.
-      derivative_scales: optional per-input-dimension scales `{"d1": s}`.
-      teacher: optional differentiable callable (a Keras model, Sonnet
-        module or function) that supplies all targets. A Keras teacher is
-        frozen (`trainable = False`) and saved with the model; any other is
-        not saved: set `model.teacher` again after loading.
-      seed: base seed of the random directions in stochastic mode.
-      **kwargs: `keras.Model` arguments such as `name`.
-
-    Raises:
-      ValueError: for an invalid configuration (see `SobolevObjective`) or a
-        `model` that is not a Keras layer.
-    """
+    options = {
+      name: kwargs.pop(name)
+      for name in config_lib.SobolevConfig.field_names()
+      if name in kwargs
+    }
     super().__init__(**kwargs)
-    if not isinstance(model, keras.layers.Layer):
+    _check_inner_model(model)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
       raise ValueError(
-        "Received an invalid value for `model`, expected a Keras model or "
-        f"layer. Received: model={model!r}"
+        "Received an invalid value for `seed`, expected an integer. "
+        f"Received: seed={seed!r}"
       )
     self.model = model
-    self.objective = objective_lib.SobolevObjective(
-      order=order,
-      mode=mode,
-      num_projections=num_projections,
-      loss_weights=loss_weights,
-      losses=losses,
-      output_transform=output_transform,
-      jacobian_mode=jacobian_mode,
-      nonfinite_targets=nonfinite_targets,
-      derivative_scales=derivative_scales,
-    )
+    self.objective = objective_lib.SobolevObjective(**options)
+    self.balance = self.objective.balance
     self.teacher = teacher
     self.seed = int(seed)
+    self._make_trackers()
+    self.nonfinite_cause = self.add_weight(
+      shape=(),
+      dtype="int32",
+      initializer="zeros",
+      trainable=False,
+      aggregation="only_first_replica",
+      name="nonfinite_cause",
+    )
+
+  def _make_trackers(self) -> None:
+    config = self.objective.config
+    keys = config.active_keys
     self.term_trackers = {
-      key: keras.metrics.Mean(name=f"{key}_loss")
-      for key in self.objective.active_keys
+      key: keras.metrics.Mean(name=f"{key}_loss") for key in keys
     }
+    self.normalized_trackers = {}
+    if config.balance != "none":
+      self.normalized_trackers = {
+        key: keras.metrics.Mean(name=f"{key}_normalized_loss") for key in keys
+      }
+    self.entry_trackers = {}
+    if config.nonfinite_targets != "raise":
+      self.entry_trackers = {
+        key: keras.metrics.Sum(name=f"{key}_entries")
+        for key in keys
+        if key != "value"
+      }
 
   @property
   def teacher(self) -> Optional[Callable[[tf.Tensor], tf.Tensor]]:
@@ -203,15 +161,12 @@ class SobolevModel(keras.Model):
 
   def build(self, input_shape):
     """Builds the wrapped model and a Keras teacher."""
+    self.objective.check_input_shape(input_shape)
     if not self.model.built:
       self.model.build(input_shape)
     if isinstance(self.teacher, keras.layers.Layer) and not self.teacher.built:
       self.teacher.build(input_shape)
     self.built = True
-
-  def _step_seed(self, step: tf.Tensor) -> tf.Tensor:
-    seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])
-    return tf.random.experimental.stateless_fold_in(seed, _replica_id())
 
   def _sobolev_losses(self, x, y, sample_weight, step, training):
     if not tf.is_tensor(x):
@@ -225,23 +180,31 @@ class SobolevModel(keras.Model):
       y,
       teacher=self.teacher,
       sample_weight=sample_weight,
-      seed=self._step_seed(step),
+      seed=training_lib.step_seed(self.seed, step),
+      training=training,
     )
 
   def train_step(self, data):
-    """One optimiser step on the Sobolev objective."""
+    """One optimiser step on the Sobolev objective, skipped if not finite."""
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     with tf.GradientTape() as tape:
       losses = self._sobolev_losses(
         x, y, sample_weight, self.optimizer.iterations, training=True
       )
       scaled_total = self.optimizer.scale_loss(losses.total)
-    gradients = tape.gradient(
-      scaled_total, self.trainable_weights, unconnected_gradients="zero"
+    gradients, variables = training_lib.connected(
+      tape.gradient(scaled_total, self.trainable_weights),
+      self.trainable_weights,
     )
-    gradients = _clip_across_replicas(self.optimizer, gradients)
-    self.optimizer.apply(gradients, self.trainable_weights)
-    return self._update_metrics(x, losses)
+    gradients_finite = tf.constant(True)
+    if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+      # A loss-scale optimiser skips non-finite gradients on its own.
+      gradients_finite = training_lib.all_finite(gradients)
+    finite = training_lib.finite_everywhere(losses.finite & gradients_finite)
+    gradients = training_lib.clip_across_replicas(self.optimizer, gradients)
+    training_lib.apply_if_finite(self.optimizer, gradients, variables, finite)
+    self._record_cause(x, losses, gradients_finite, finite)
+    return self._update_metrics(x, losses, finite)
 
   def test_step(self, data):
     """Updates the metrics with the objective's terms on one batch."""
@@ -249,64 +212,111 @@ class SobolevModel(keras.Model):
     losses = self._sobolev_losses(
       x, y, sample_weight, _TEST_SEED_STEP, training=False
     )
-    return self._update_metrics(x, losses)
+    finite = training_lib.finite_everywhere(losses.finite)
+    self._record_cause(x, losses, tf.constant(True), finite)
+    return self._update_metrics(x, losses, finite)
 
-  def _update_metrics(self, x, losses) -> Dict[str, tf.Tensor]:
-    batch_size = tf.shape(x)[0]
+  def _record_cause(self, x, losses, gradients_finite, finite) -> None:
+    x_finite = training_lib.all_finite([x])
+    data_finite = x_finite & losses.targets_finite
+    total_finite = tf.math.is_finite(losses.total)
+    cause = (
+      tf.where(x_finite, 0, 1)
+      + tf.where(losses.targets_finite, 0, 2)
+      + tf.where(total_finite | ~data_finite, 0, 4)
+      + tf.where(gradients_finite | ~total_finite, 0, 8)
+    )
+    self.nonfinite_cause.assign(
+      tf.where(finite, self.nonfinite_cause, tf.cast(cause, tf.int32) | 16)
+    )
+
+  def _update_metrics(self, x, losses, finite) -> Dict[str, tf.Tensor]:
+    keys = list(losses.terms)
+    values = training_lib.all_reduce_sum(
+      [losses.total]
+      + [losses.terms[k] for k in keys]
+      + [losses.normalized[k] for k in keys]
+    )
+    total, terms, normalized = (
+      values[0],
+      values[1 : 1 + len(keys)],
+      values[1 + len(keys) :],
+    )
+    replicas = float(training_lib.replica_count())
+    examples = tf.cast(tf.shape(x)[0], tf.float32)
+    used = tf.cast(finite, tf.float32)
+    if keys:
+      used *= tf.cast(
+        tf.reduce_any([losses.entries[k] > 0 for k in keys]), tf.float32
+      )
     for metric in self.metrics:
       if metric.name == "loss":
-        metric.update_state(
-          _unscale_for_distribution(losses.total), sample_weight=batch_size
-        )
-    for key, tracker in self.term_trackers.items():
-      tracker.update_state(
-        _unscale_for_distribution(losses.terms[key]), sample_weight=batch_size
+        metric.update_state(_where(used, total), sample_weight=examples * used)
+    for index, key in enumerate(keys):
+      weight = used * tf.cast(losses.entries[key], tf.float32) / replicas
+      self.term_trackers[key].update_state(
+        _where(used, terms[index]), sample_weight=weight
       )
+      if key in self.normalized_trackers:
+        self.normalized_trackers[key].update_state(
+          _where(used, normalized[index]), sample_weight=weight
+        )
+      if key in self.entry_trackers:
+        self.entry_trackers[key].update_state(
+          used * tf.cast(losses.entries[key], tf.float32) / replicas
+        )
     if losses.target_value is None:
       return self.get_metrics_result()
     return self.compute_metrics(
       x,
       losses.target_value,
       losses.prediction,
-      sample_weight=losses.sample_weight,
+      sample_weight=_example_weight_or_skip(losses.sample_weight, used, x),
     )
 
   def fit(self, x=None, y=None, *args, **kwargs):
-    """`keras.Model.fit`, after checking in-memory targets for NaN/Inf."""
-    self._check_array_targets(y, "y")
+    """`keras.Model.fit`, with in-memory data checked and steps guarded."""
+    _check_arrays(x, y, "y", self.objective.config.nonfinite_targets)
     validation_data = kwargs.get("validation_data")
     if isinstance(validation_data, tuple) and len(validation_data) > 1:
-      self._check_array_targets(validation_data[1], "validation_data")
+      _check_arrays(
+        validation_data[0],
+        validation_data[1],
+        "validation_data",
+        self.objective.config.nonfinite_targets,
+      )
+    kwargs["callbacks"] = _with_guard(kwargs.get("callbacks"))
     return super().fit(x, y, *args, **kwargs)
 
   def evaluate(self, x=None, y=None, *args, **kwargs):
-    """`keras.Model.evaluate`, after checking in-memory targets for NaN/Inf."""
-    self._check_array_targets(y, "y")
+    """`keras.Model.evaluate`, with in-memory data checked."""
+    _check_arrays(x, y, "y", self.objective.config.nonfinite_targets)
+    kwargs["callbacks"] = _with_guard(kwargs.get("callbacks"))
     return super().evaluate(x, y, *args, **kwargs)
 
-  def _check_array_targets(self, y, argument: str) -> None:
-    """Fails early on NaN/Inf in NumPy targets when the policy is `raise`.
+  def raise_if_nonfinite(self, when: str = "") -> None:
+    """Raises a `ValueError` if a step was skipped for NaN or Inf.
 
-    Inside the compiled step the check is a graph assertion, which XLA
-    drops; in-memory data can be checked here, before training starts.
+    The launchers' own loops call it after each `tf.function` call; `fit`
+    and `evaluate` through a callback.
+
+    Args:
+      when: where in training, for the message (e.g. `"after step 40"`).
+
+    Raises:
+      ValueError: naming every cause recorded, and resetting the record.
     """
-    if self.objective.nonfinite_targets != "raise" or y is None:
+    cause = int(self.nonfinite_cause.numpy())
+    if not cause:
       return
-    targets = y if isinstance(y, Mapping) else {"value": y}
-    for key, value in targets.items():
-      if not isinstance(value, np.ndarray) or not np.issubdtype(
-        value.dtype, np.floating
-      ):
-        continue
-      finite = np.isfinite(value.reshape(len(value), -1)).all(axis=1)
-      if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise ValueError(
-          f"Target {argument}[{key!r}] holds NaN or Inf in {bad.size} of "
-          f"{finite.size} examples (first at index {bad[0]}). Clean the "
-          "data or pass nonfinite_targets='drop' to SobolevModel to give "
-          "such examples zero weight."
-        )
+    self.nonfinite_cause.assign(0)
+    reasons = [text for bit, text in _CAUSES.items() if cause & bit]
+    raise ValueError(
+      f"A step was not applied {when}because "
+      f"{' and '.join(reasons) or 'it was not finite'}; the weights are "
+      "those before it. Clean the data, or set nonfinite_targets='drop' "
+      "or 'missing' for targets with gaps."
+    )
 
   def get_config(self) -> Dict[str, Any]:
     """The wrapped model, a Keras teacher, the seed and the objective."""
@@ -335,12 +345,116 @@ class SobolevModel(keras.Model):
         teacher, custom_objects=custom_objects
       )
     trainable = config.pop("trainable", True)
-    model_kwargs = {key: config.pop(key) for key in ("name", "seed")}
+    names = config_lib.SobolevConfig.field_names()
+    options = config_lib.SobolevConfig.from_config(
+      {k: config.pop(k) for k in list(config) if k in names}
+    )
     instance = cls(
       model,
       teacher=teacher,
-      **model_kwargs,
-      **objective_lib.SobolevObjective.kwargs_from_config(config),
+      **config,
+      **{name: getattr(options, name) for name in names},
     )
     instance.trainable = trainable
     return instance
+
+
+def _where(condition: tf.Tensor, value: tf.Tensor) -> tf.Tensor:
+  """`value` where `condition` (0/1 float), else 0 (never NaN times 0)."""
+  value = tf.cast(value, tf.float32)
+  return tf.where(condition > 0, value, tf.zeros_like(value))
+
+
+def _example_weight_or_skip(weight, used, x):
+  if weight is None:
+    return tf.fill(tf.shape(x)[:1], used)
+  return weight * used
+
+
+class _NonfiniteGuard(keras.callbacks.Callback):
+  """Raises from the host after a step that was not applied."""
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.model.raise_if_nonfinite(f"in training batch {batch} ")
+
+  def on_test_batch_end(self, batch, logs=None):
+    self.model.raise_if_nonfinite(f"in evaluation batch {batch} ")
+
+
+def _with_guard(callbacks):
+  if isinstance(callbacks, keras.callbacks.CallbackList):
+    return callbacks  # fit's own list, passed on to its validation
+  callbacks = list(callbacks or [])
+  if not any(isinstance(c, _NonfiniteGuard) for c in callbacks):
+    callbacks.append(_NonfiniteGuard())
+  return callbacks
+
+
+def _check_inner_model(model) -> None:
+  if not isinstance(model, keras.layers.Layer):
+    raise ValueError(
+      "Received an invalid value for `model`, expected a Keras model or "
+      f"layer. Received: model={model!r}"
+    )
+  outputs = getattr(model, "outputs", None)
+  if outputs is not None and len(outputs) > 1:
+    raise ValueError(
+      "Received a `model` with several outputs "
+      f"({len(outputs)}); SobolevModel differentiates one output tensor. "
+      "Concatenate them into one (keras.layers.Concatenate)."
+    )
+  batch_norms = [
+    layer.name
+    for layer in model._flatten_layers(include_self=True, recursive=True)
+    if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+  ]
+  if batch_norms:
+    raise ValueError(
+      f"Received a `model` with trainable BatchNormalization layers "
+      f"{batch_norms}: in training they normalise over the batch, so an "
+      "example's output depends on the others and its input derivatives "
+      "are not its own. Freeze them (`layer.trainable = False` runs them in "
+      "inference mode) or use a per-example normalisation "
+      "(LayerNormalization, GroupNormalization)."
+    )
+
+
+def _check_arrays(x, y, argument: str, policy: str) -> None:
+  """Fails early on empty or non-finite in-memory data.
+
+  Inside the compiled step, non-finite data skips the step and raises from
+  the host after it; NumPy data can be checked before training starts.
+  """
+  if isinstance(x, np.ndarray):
+    if x.size == 0 or len(x) == 0:
+      raise ValueError(
+        f"Received empty inputs x of shape {x.shape}; expected at least one "
+        "example."
+      )
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+      bad = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+      raise ValueError(
+        f"Inputs x hold NaN or Inf in {bad.size} of {len(x)} examples "
+        f"(first at index {bad[0]}); derivatives there are undefined."
+      )
+  if policy != "raise" or y is None:
+    return
+  targets = y if isinstance(y, Mapping) else {"value": y}
+  if isinstance(y, (tuple, list)):
+    targets = dict(zip(config_lib.TERMS, y, strict=False))
+  for key, value in targets.items():
+    if not isinstance(value, np.ndarray) or not np.issubdtype(
+      value.dtype, np.floating
+    ):
+      continue
+    if value.ndim == 0 or len(value) == 0:
+      continue
+    finite = np.isfinite(value.reshape(len(value), -1)).all(axis=1)
+    if not finite.all():
+      bad = np.flatnonzero(~finite)
+      raise ValueError(
+        f"Target {argument}[{key!r}] holds NaN or Inf in {bad.size} of "
+        f"{finite.size} examples (first at index {bad[0]}). Clean the "
+        "data or pass nonfinite_targets='drop' (skip those examples) or "
+        "'missing' (skip those entries) to SobolevModel."
+      )

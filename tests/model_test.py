@@ -64,37 +64,49 @@ class SobolevModelTest(tf.test.TestCase, parameterized.TestCase):
       x, _targets(y, order), batch_size=16, epochs=5, verbose=0
     )
     after = model.evaluate(x, _targets(y, order), verbose=0, return_dict=True)
-    expected = {"loss", "value_loss", "d1_loss"} | (
-      {"d2_loss"} if order == 2 else set()
-    )
+    keys = ["value", "d1"] + (["d2"] if order == 2 else [])
+    expected = {"loss"} | {f"{k}_loss" for k in keys}
+    expected |= {f"{k}_normalized_loss" for k in keys}
     self.assertEqual(set(history.history), expected)
     for key in ("loss", "value_loss", "d1_loss"):
       self.assertLess(after[key], before[key], key)
-    # The built-in tracker reports the total, not 0 (a known Keras 3 trap).
-    terms = sum(after[k] for k in expected - {"loss"})
+    # The built-in tracker reports the balanced total, not 0 (a known Keras
+    # 3 trap).
+    terms = sum(after[f"{k}_normalized_loss"] for k in keys)
     self.assertAllClose(after["loss"], terms, rtol=1e-5)
     self.assertGreater(after["loss"], 0.0)
 
   def test_loss_weights_scale_the_total(self):
     x, y = _data()
-    model = model_lib.SobolevModel(_net(), order=1, loss_weights=[2.0, 0.5])
-    model.compile(optimizer="adam")
-    result = model.evaluate(x, _targets(y, 1), verbose=0, return_dict=True)
-    self.assertAllClose(
-      result["loss"],
-      2 * result["value_loss"] + 0.5 * result["d1_loss"],
-      rtol=1e-5,
-    )
+    for balance, suffix in (
+      ("none", "_loss"),
+      ("target_scale", "_normalized_loss"),
+    ):
+      model = model_lib.SobolevModel(
+        _net(), order=1, loss_weights=[2.0, 0.5], balance=balance
+      )
+      model.compile(optimizer="adam")
+      result = model.evaluate(x, _targets(y, 1), verbose=0, return_dict=True)
+      self.assertAllClose(
+        result["loss"],
+        2 * result["value" + suffix] + 0.5 * result["d1" + suffix],
+        rtol=1e-5,
+      )
 
   @parameterized.named_parameters(
-    ("xla", dict(jit_compile=True), 2), ("eager", dict(run_eagerly=True), 1)
+    ("xla", dict(jit_compile=True), 2, "none"),
+    ("eager", dict(run_eagerly=True), 1, "none"),
+    ("xla_balanced", dict(jit_compile=True), 2, "target_scale"),
+    ("eager_balanced", dict(run_eagerly=True), 1, "running_loss"),
   )
-  def test_execution_mode_matches_graph_training(self, compile_kwargs, epochs):
+  def test_execution_mode_matches_graph_training(
+    self, compile_kwargs, epochs, balance
+  ):
     x, y = _data()
     weights = []
     for kwargs in ({}, compile_kwargs):
-      model = model_lib.SobolevModel(_net(seed=3), order=2)
-      model.compile(optimizer=keras.optimizers.SGD(0.1), **kwargs)
+      model = model_lib.SobolevModel(_net(seed=3), order=2, balance=balance)
+      model.compile(optimizer=keras.optimizers.SGD(0.02), **kwargs)
       model.fit(
         x,
         _targets(y, 2),
@@ -133,7 +145,10 @@ class SobolevModelTest(tf.test.TestCase, parameterized.TestCase):
     model = model_lib.SobolevModel(_net(), order=0)
     model.compile(optimizer="adam", metrics=["mae"])
     history = model.fit(x, y["value"], epochs=1, verbose=0)
-    self.assertEqual(set(history.history), {"loss", "value_loss", "mae"})
+    self.assertEqual(
+      set(history.history),
+      {"loss", "value_loss", "value_normalized_loss", "mae"},
+    )
 
   @parameterized.parameters("full", "stochastic")
   def test_teacher_mode(self, mode):

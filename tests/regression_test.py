@@ -53,7 +53,7 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     # units, because its output layer undoes the standardisation.
     prediction = model.predict(x, verbose=0)
     self.assertAllClose(np.mean(prediction), np.mean(y["value"]), rtol=0.5)
-    self.assertEqual(model.objective.order, 1)
+    self.assertEqual(model.objective.config.order, 1)
     self.assertLen(model.trainable_weights, 6)
 
   @parameterized.parameters(
@@ -80,7 +80,9 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEndsWith(config.run_id, "-sobolev2-w10-s0")
     function = functions.get_function(config.function)
     (_, y), _ = regression.make_data(config, function)
-    weights = regression.build_model(config, function, y).objective.loss_weights
+    weights = regression.build_model(
+      config, function, y
+    ).objective.config.loss_weights
     self.assertAllClose(np.array(weights) / weights[0], [1.0, 10.0, 10.0])
 
   def test_second_order_needs_smooth_function(self):

@@ -151,6 +151,7 @@ class Distiller:
       output_transform="log_softmax",
       losses=[objective_lib.FunctionLoss(_kl_from_log_probs), "mse"],
       loss_weights=[1.0, config.derivative_weight],
+      balance="none",
     )
     self._seed = seed
 

@@ -194,6 +194,7 @@ def build_model(
     mode=method.get("mode", "full"),
     loss_weights=[1 / value_std**2]
     + [config.derivative_weight / value_std**2] * method["order"],
+    balance="none",
     seed=config.seed,
   )
   model.build((None, config.dim))
@@ -284,7 +285,7 @@ def evaluate(
   batch_size: int = 2000,
 ) -> Dict[str, float]:
   """Test MSE of values and of gradients, in original units."""
-  scorer = model_lib.SobolevModel(network, order=1)
+  scorer = model_lib.SobolevModel(network, order=1, balance="none")
   scorer.compile()
   scores = scorer.evaluate(
     x,

@@ -176,11 +176,11 @@ class DecoupledClassifier(snt.Module):
     ]
     self._objective = {
       "vfbn": objective_lib.SobolevObjective(
-        order=1, loss_weights=[0.0, config.gradient_weight]
+        order=1, loss_weights=[0.0, config.gradient_weight], balance="none"
       ),
-      "critic": objective_lib.SobolevObjective(order=0),
+      "critic": objective_lib.SobolevObjective(order=0, balance="none"),
       "sobolev": objective_lib.SobolevObjective(
-        order=1, loss_weights=[1.0, config.gradient_weight]
+        order=1, loss_weights=[1.0, config.gradient_weight], balance="none"
       ),
     }.get(config.variant)
     self.optimizer = keras.optimizers.Adam(config.learning_rate)

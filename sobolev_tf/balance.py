@@ -1,0 +1,282 @@
+"""Unit-free balance between the value and derivative terms.
+
+A Sobolev objective adds errors in different units: the value's in units of
+`y²`, the order-k derivative's in units of `(y / x^k)²`. With plain weights
+their ratio, and so the right weights, move with the units of `x` and `y`
+(a derivative with respect to pixels in 0-255 is ~1e-7 of the KL term of
+policy distillation at weight 1). The schemes here make every term unit-free,
+so that weight 1 on each term means "relative errors of equal importance":
+
+* `TargetScale` (statistics of the targets): each term compares target and
+  prediction divided by the target's scale, a running standard deviation of
+  the value targets and a running root mean square of each derivative's
+  targets, as differential machine learning normalises by the targets'
+  spread (Huge & Savine 2020) and DINO reports the Jacobian error relative
+  to the Jacobian's norm (O'Leary-Roseberry et al. 2024). The value term of
+  an output transform (probabilities, log-probabilities) is unit-free
+  already and is left alone.
+* `RunningLoss` (adaptive): each term is divided by a running mean of its
+  own value, so the gradient is that of `sum_k w_k log L_k` at equilibrium:
+  the fixed point of homoscedastic-uncertainty weighting (Kendall et al.
+  2018), and the relative form of ReLoBRaLo (Bischof & Kraus 2021).
+
+Both are invariant to rescaling `x` and `y`: multiply the inputs by `a`
+and the outputs by `b` and every normalised term is unchanged, so the
+training trajectory of a network working in normalised units is too.
+
+Statistics are running means over training batches, reduced across the
+replicas of a `tf.distribute` strategy (one device and several replicas
+agree), kept in non-trainable variables that `.keras` files and
+checkpoints save. They update only in training steps; evaluation uses them
+as they are (or a batch's own statistics before any training step).
+"""
+
+from typing import Callable
+from typing import Dict
+from typing import List
+from typing import Optional
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from sobolev_tf import targets as targets_lib
+
+LossFn = Callable[[targets_lib.Term, Optional[tf.Tensor]], tf.Tensor]
+
+
+def _all_reduce_sum(values: List[tf.Tensor]) -> List[tf.Tensor]:
+  context = tf.distribute.get_replica_context()
+  if context is None or context.num_replicas_in_sync == 1:
+    return values
+  return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def _blend(old, new, decay, seen):
+  """Exponential moving average that starts at the first value."""
+  return tf.where(seen > 0, decay * old + (1 - decay) * new, new)
+
+
+class Balance(keras.layers.Layer):
+  """No balance: each term as its loss gives it. Base of the schemes.
+
+  Args:
+    keys: the active terms, e.g. `("value", "d1")`.
+    decay: decay of the running statistics, in [0, 1).
+    **kwargs: `keras.layers.Layer` arguments.
+  """
+
+  def __init__(self, keys: Sequence[str], decay: float = 0.99, **kwargs):
+    super().__init__(**kwargs)
+    self.keys = tuple(keys)
+    self.decay = float(decay)
+
+  def _state(self, name: str) -> keras.Variable:
+    return self.add_weight(
+      shape=(),
+      initializer="zeros",
+      trainable=False,
+      aggregation="only_first_replica",
+      name=name,
+    )
+
+  def normalized(
+    self,
+    terms: Dict[str, targets_lib.Term],
+    raw: Dict[str, tf.Tensor],
+    loss_fn: LossFn,
+    update: bool,
+  ) -> Dict[str, tf.Tensor]:
+    """Each term made unit-free.
+
+    Args:
+      terms: the active terms with their targets, masks and weights.
+      raw: each term's loss as configured (this replica's share of the
+        global mean).
+      loss_fn: `(term, scale)` to the term's loss with target and
+        prediction divided by `scale`.
+      update: whether to update the running statistics (training steps).
+
+    Returns:
+      The normalised terms, keyed like `raw`.
+    """
+    del terms, loss_fn, update
+    return dict(raw)
+
+  def get_config(self):
+    """Keras config."""
+    return {**super().get_config(), "keys": self.keys, "decay": self.decay}
+
+
+@keras.saving.register_keras_serializable(package="sobolev_tf")
+class TargetScale(Balance):
+  """Divides each term's target and prediction by the target's scale.
+
+  The scale of the value is the running standard deviation of its targets,
+  that of a derivative the running root mean square of its targets' entries
+  (a projected term's: of the projections; its mean is part of its
+  magnitude). Masked and dropped entries do not count; sample weights weigh
+  the statistics. A target that is zero everywhere has no scale and its
+  term is left as it is.
+
+  Args:
+    keys: the active terms.
+    decay: decay of the running statistics.
+    normalize_value: whether the value term is normalised (`False` when an
+      output transform makes it unit-free).
+    **kwargs: `keras.layers.Layer` arguments.
+  """
+
+  def __init__(
+    self,
+    keys: Sequence[str],
+    decay: float = 0.99,
+    normalize_value: bool = True,
+    **kwargs,
+  ):
+    super().__init__(keys, decay, **kwargs)
+    self.normalize_value = bool(normalize_value)
+    self.scaled_keys = tuple(
+      k for k in self.keys if k != "value" or self.normalize_value
+    )
+    self.count = {k: self._state(f"{k}_count") for k in self.scaled_keys}
+    # The value's variance is about its running mean; a derivative's
+    # second moment about zero.
+    self.center = (
+      {"value": self._state("value_mean")}
+      if ("value" in self.scaled_keys)
+      else {}
+    )
+    self.moment = {
+      k: self._state(f"{k}_{'variance' if k == 'value' else 'mean_square'}")
+      for k in self.scaled_keys
+    }
+
+  def normalized(self, terms, raw, loss_fn, update):
+    """See `Balance.normalized`."""
+    normalized = dict(raw)
+    for key, (count, center, moment) in zip(
+      self.scaled_keys, self._batch_moments(terms), strict=True
+    ):
+      moment = self._running(key, count, center, moment, update)
+      scale = tf.where(moment > 0, tf.sqrt(moment), tf.ones_like(moment))
+      normalized[key] = loss_fn(terms[key], tf.stop_gradient(scale))
+    return normalized
+
+  def _batch_moments(self, terms: Dict[str, targets_lib.Term]) -> list:
+    """Global `(count, center, moment)` of each scaled term's targets."""
+    sums = []
+    for key in self.scaled_keys:
+      term = terms[key]
+      target = tf.cast(tf.stop_gradient(term.target), tf.float32)
+      weight = tf.ones_like(target)
+      if term.mask is not None:
+        weight *= term.mask
+      for per_example in (term.weight, term.keep):
+        if per_example is not None:
+          weight *= tf.reshape(
+            tf.cast(per_example, tf.float32),
+            [-1] + [1] * (target.shape.rank - 1),
+          )
+      if key in self.center:
+        # Shifted by the running mean: fewer cancellations in the variance.
+        target -= self.center[key]
+      sums += [
+        tf.reduce_sum(weight),
+        tf.reduce_sum(weight * target),
+        tf.reduce_sum(weight * tf.square(target)),
+      ]
+    sums = _all_reduce_sum(sums) if sums else sums
+    moments = []
+    for index, key in enumerate(self.scaled_keys):
+      count, first, second = sums[3 * index : 3 * index + 3]
+      mean_square = tf.math.divide_no_nan(second, count)
+      if key not in self.center:
+        moments.append((count, None, mean_square))
+        continue
+      shift = tf.math.divide_no_nan(first, count)
+      variance = tf.maximum(mean_square - tf.square(shift), 0.0)
+      moments.append((count, shift + self.center[key], variance))
+    return moments
+
+  def _running(self, key, count, center, moment, update) -> tf.Tensor:
+    """The running moment including this batch (evaluation: excluding)."""
+    seen, old = self.count[key], self.moment[key]
+    has_data = count > 0
+    if key in self.center:
+      old_center = self.center[key]
+      # The variance of the blend of two distributions.
+      old = old + (1 - self.decay) * tf.square(center - old_center)
+      new_center = tf.where(
+        has_data, _blend(old_center, center, self.decay, seen), old_center
+      )
+    new = tf.where(
+      has_data, _blend(old, moment, self.decay, seen), self.moment[key]
+    )
+    if not update:
+      # Evaluation: the running statistic, or this batch's before training.
+      return tf.where(seen > 0, self.moment[key], moment)
+    self.count[key].assign(seen + count)
+    self.moment[key].assign(new)
+    if key in self.center:
+      self.center[key].assign(new_center)
+    return new
+
+  def get_config(self):
+    """Keras config."""
+    return {**super().get_config(), "normalize_value": self.normalize_value}
+
+
+@keras.saving.register_keras_serializable(package="sobolev_tf")
+class RunningLoss(Balance):
+  """Divides each term by a running mean of its own value (adaptive).
+
+  Args:
+    keys: the active terms.
+    decay: decay of the running means.
+    **kwargs: `keras.layers.Layer` arguments.
+  """
+
+  def __init__(self, keys: Sequence[str], decay: float = 0.99, **kwargs):
+    super().__init__(keys, decay, **kwargs)
+    self.count = self._state("steps")
+    self.running = {k: self._state(f"{k}_running_loss") for k in self.keys}
+
+  def normalized(self, terms, raw, loss_fn, update):
+    """See `Balance.normalized`."""
+    del terms, loss_fn
+    keys = list(raw)
+    values = _all_reduce_sum(
+      [tf.cast(tf.stop_gradient(raw[k]), tf.float32) for k in keys]
+    )
+    seen = self.count
+    normalized = {}
+    for key, value in zip(keys, values, strict=True):
+      old = self.running[key]
+      usable = tf.math.is_finite(value)
+      new = tf.where(usable, _blend(old, value, self.decay, seen), old)
+      if update:
+        self.running[key].assign(new)
+      else:
+        new = tf.where(seen > 0, old, value)
+      divisor = tf.where(new > 0, new, tf.ones_like(new))
+      normalized[key] = raw[key] / tf.cast(divisor, raw[key].dtype)
+    if update:
+      self.count.assign_add(1.0)
+    return normalized
+
+
+SCHEMES = {
+  "none": Balance,
+  "target_scale": TargetScale,
+  "running_loss": RunningLoss,
+}
+
+
+def make(
+  scheme: str, keys: Sequence[str], decay: float, value_is_unit_free: bool
+) -> Balance:
+  """The balance layer of `scheme` for the active terms `keys`."""
+  if scheme == "target_scale":
+    return TargetScale(keys, decay, normalize_value=not value_is_unit_free)
+  return SCHEMES[scheme](keys, decay)
