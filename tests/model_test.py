@@ -421,6 +421,298 @@ class SobolevModelTest(tf.test.TestCase, parameterized.TestCase):
       model_lib.SobolevModel(_net(), order=3)
 
 
+class ReliabilityTest(tf.test.TestCase, parameterized.TestCase):
+  """Every bad input a clear error; no silent NaN; Keras conventions kept."""
+
+  def _model(self, **kwargs):
+    model = model_lib.SobolevModel(_net(seed=4), **kwargs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    return model
+
+  def _weights(self, model):
+    return [w.copy() for w in model.model.get_weights()]
+
+  def _assert_unchanged(self, model, before):
+    for old, new in zip(before, model.model.get_weights(), strict=True):
+      self.assertAllEqual(old, new)
+
+  @parameterized.parameters("tanh", "relu")
+  def test_derivative_only_training(self, activation):
+    # With ReLU the output bias does not move the input gradient at all.
+    x, y = _data()
+    model = model_lib.SobolevModel(
+      _net(activation=activation), order=1, loss_weights=[0, 1]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    before = model.evaluate(x, {"d1": y["d1"]}, verbose=0, return_dict=True)
+    history = model.fit(x, {"d1": y["d1"]}, epochs=3, verbose=0)
+    after = model.evaluate(x, {"d1": y["d1"]}, verbose=0, return_dict=True)
+    self.assertLess(after["d1_loss"], before["d1_loss"])
+    self.assertNotIn("value_loss", history.history)
+
+  def test_derivative_only_teacher(self):
+    x, _ = _data()
+    model = model_lib.SobolevModel(
+      _net(activation="relu"),
+      order=1,
+      loss_weights=[0, 1],
+      teacher=_net(seed=9),
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    before = model.evaluate(x, verbose=0, return_dict=True)["d1_loss"]
+    model.fit(x, epochs=3, verbose=0)
+    self.assertLess(
+      model.evaluate(x, verbose=0, return_dict=True)["d1_loss"], before
+    )
+
+  def test_all_zero_weights_train_nothing(self):
+    x, y = _data()
+    model = self._model(order=1, loss_weights=[0, 0])
+    before = self._weights(model)
+    with self.assertWarnsRegex(UserWarning, "Gradients do not exist"):
+      model.fit(x, _targets(y, 1), epochs=1, verbose=0)
+    self._assert_unchanged(model, before)
+
+  def test_trainable_layer_off_the_gradient_path(self):
+    class TwoHeads(keras.Model):
+      def __init__(self):
+        super().__init__()
+        self.used = keras.layers.Dense(1)
+        self.unused = keras.layers.Dense(1)
+
+      def build(self, input_shape):
+        self.used.build(input_shape)
+        self.unused.build(input_shape)
+
+      def call(self, inputs):
+        return self.used(inputs)
+
+    x, y = _data()
+    inner = TwoHeads()
+    inner.build((None, 2))
+    unused = [w.numpy().copy() for w in inner.unused.weights]
+    model = model_lib.SobolevModel(inner, order=1)
+    model.compile(optimizer="adam")
+    with self.assertWarnsRegex(UserWarning, "Gradients do not exist"):
+      model.fit(x, _targets(y, 1), epochs=1, verbose=0)
+    for old, new in zip(unused, inner.unused.weights, strict=True):
+      self.assertAllEqual(old, new)
+
+  @parameterized.parameters("raise", "drop")
+  def test_numpy_sample_weight_with_dict_targets(self, policy):
+    x, y = _data()
+    targets = _targets(y, 1)
+    weight = np.where(np.arange(len(x)) < 32, 1.0, 0.0)
+    model = self._model(order=1, nonfinite_targets=policy)
+    model.fit(
+      x,
+      targets,
+      sample_weight=weight,
+      validation_data=(x, targets, weight),
+      epochs=1,
+      verbose=0,
+    )
+    weighted = model.evaluate(
+      x, targets, sample_weight=weight, verbose=0, return_dict=True
+    )
+    first_half = model.evaluate(
+      x[:32],
+      {k: v[:32] for k, v in targets.items()},
+      verbose=0,
+      return_dict=True,
+    )
+    # Keras's convention: weighted terms are averaged over every example.
+    self.assertAllClose(
+      weighted["d1_loss"], first_half["d1_loss"] / 2, rtol=1e-4
+    )
+
+  def test_sample_weight_per_term(self):
+    x, y = _data()
+    model = self._model(order=1, balance="none")
+    zero_d1 = {"value": np.ones(len(x)), "d1": np.zeros(len(x))}
+    result = model.evaluate(
+      x, _targets(y, 1), sample_weight=zero_d1, verbose=0, return_dict=True
+    )
+    self.assertAllClose(result["d1_loss"], 0.0)
+    self.assertGreater(result["value_loss"], 0.0)
+
+  @parameterized.product(
+    key=["value", "d1", "sample_weight"], jit=[False, True]
+  )
+  def test_batch_of_one_from_tf_data_is_an_error(self, key, jit):
+    x, y = _data(num=8)
+    targets = _targets(y, 1)
+    weight = np.ones(8, np.float32)
+    if key == "sample_weight":
+      weight = weight[:1]
+    else:
+      targets[key] = targets[key][:1]
+    dataset = tf.data.Dataset.from_tensors((x, targets, weight))
+    model = model_lib.SobolevModel(_net(), order=1)
+    model.compile(optimizer="adam", jit_compile=jit)
+    before = self._weights(model)
+    with self.assertRaisesRegex(
+      (ValueError, tf.errors.InvalidArgumentError),
+      "batch_size_must_match_x|"
+      r"must have the batch size of x",
+    ):
+      model.fit(dataset, epochs=1, verbose=0)
+    self._assert_unchanged(model, before)
+
+  def test_nan_in_numpy_inputs(self):
+    x, y = _data()
+    x = x.copy()
+    x[7, 1] = np.nan
+    model = self._model(order=1)
+    with self.assertRaisesRegex(ValueError, r"Inputs x hold NaN.*index 7"):
+      model.fit(x, _targets(y, 1), verbose=0)
+
+  @parameterized.parameters(False, True)
+  def test_nan_in_tf_data_inputs_skips_and_raises(self, jit):
+    x, y = _data()
+    x = x.copy()
+    x[20, 0] = np.nan
+    dataset = tf.data.Dataset.from_tensor_slices((x, _targets(y, 1))).batch(16)
+    model = model_lib.SobolevModel(_net(), order=1)
+    model.compile(optimizer="adam", jit_compile=jit)
+    model.build((None, 2))
+    before = self._weights(model)
+    with self.assertRaisesRegex(ValueError, r"input x holds NaN or Inf"):
+      model.fit(dataset.skip(1), epochs=1, verbose=0)
+    self._assert_unchanged(model, before)
+
+  @parameterized.parameters(False, True)
+  def test_nan_targets_from_tf_data_skip_and_raise(self, jit):
+    x, y = _data()
+    targets = _targets(y, 1)
+    targets["d1"] = targets["d1"].copy()
+    targets["d1"][3, 0, 1] = np.nan
+    dataset = tf.data.Dataset.from_tensor_slices((x, targets)).batch(16)
+    model = model_lib.SobolevModel(_net(), order=1)
+    model.compile(optimizer="adam", jit_compile=jit)
+    model.build((None, 2))
+    before = self._weights(model)
+    with self.assertRaisesRegex(
+      ValueError, r"training batch 0 because the targets hold NaN or Inf"
+    ):
+      model.fit(dataset, epochs=1, verbose=0)
+    self._assert_unchanged(model, before)
+
+  def test_all_dropped_batch_does_not_count(self):
+    x, y = _data(num=32)
+    targets = _targets(y, 1)
+    clean = model_lib.SobolevModel(
+      _net(seed=1), order=1, nonfinite_targets="drop"
+    )
+    clean.compile(optimizer="adam")
+    expected = clean.evaluate(
+      x[16:],
+      {k: v[16:] for k, v in targets.items()},
+      verbose=0,
+      return_dict=True,
+    )
+    gappy = {k: v.copy() for k, v in targets.items()}
+    gappy["value"][:16] = np.nan
+    result = clean.evaluate(
+      x, gappy, batch_size=16, verbose=0, return_dict=True
+    )
+    for key in ("loss", "value_loss", "d1_loss"):
+      self.assertAllClose(result[key], expected[key], rtol=1e-5)
+    self.assertEqual(result["d1_entries"], 16 * 2)
+
+  def test_missing_entries_train_the_others(self):
+    x, y = _data()
+    targets = _targets(y, 1)
+    targets["d1"] = targets["d1"].copy()
+    targets["d1"][::2, 0, 1] = np.nan  # Half of one partial is unknown.
+    model = self._model(order=1, nonfinite_targets="missing")
+    history = model.fit(x, targets, epochs=2, verbose=0)
+    self.assertEqual(history.history["d1_entries"], [64 * 2 - 32] * 2)
+    self.assertLess(
+      history.history["d1_loss"][1], history.history["d1_loss"][0]
+    )
+
+  def test_empty_numpy_inputs(self):
+    model = self._model(order=0)
+    with self.assertRaisesRegex(
+      ValueError, r"empty inputs x of shape \(0, 2\)"
+    ):
+      model.fit(np.zeros((0, 2), "float32"), np.zeros((0, 1), "float32"))
+
+  def test_empty_tf_data_batch_does_not_report_zero(self):
+    x, y = _data(num=16)
+    model = self._model(order=0)
+    data = tf.data.Dataset.from_tensors((x, y["value"]))
+    empty = tf.data.Dataset.from_tensors((x[:0], y["value"][:0]))
+    alone = model.evaluate(data, verbose=0, return_dict=True)
+    with_empty = model.evaluate(
+      data.concatenate(empty), verbose=0, return_dict=True
+    )
+    self.assertAllClose(with_empty["value_loss"], alone["value_loss"])
+    self.assertAllClose(with_empty["loss"], alone["loss"])
+
+  def test_several_outputs(self):
+    inputs = keras.Input((2,))
+    hidden = keras.layers.Dense(4)(inputs)
+    two = keras.Model(
+      inputs, [keras.layers.Dense(1)(hidden), keras.layers.Dense(1)(hidden)]
+    )
+    with self.assertRaisesRegex(ValueError, r"several outputs \(2\)"):
+      model_lib.SobolevModel(two)
+
+  def test_loss_weights_as_a_dict(self):
+    x, y = _data()
+    model = self._model(
+      order=1, loss_weights={"value": 2.0, "d1": 0.5}, balance="none"
+    )
+    result = model.evaluate(x, _targets(y, 1), verbose=0, return_dict=True)
+    self.assertAllClose(
+      result["loss"],
+      2 * result["value_loss"] + 0.5 * result["d1_loss"],
+      rtol=1e-5,
+    )
+
+  def test_derivative_scales_of_the_wrong_length(self):
+    model = model_lib.SobolevModel(
+      _net(), order=1, derivative_scales={"d1": [1.0, 2.0, 3.0]}
+    )
+    with self.assertRaisesRegex(
+      ValueError, r"derivative_scales\['d1'\].*\[2\]"
+    ):
+      model.build((None, 2))
+
+  def test_boolean_order(self):
+    with self.assertRaisesRegex(ValueError, r"`order`.*order=True"):
+      model_lib.SobolevModel(_net(), order=True)
+
+  def test_batch_normalization_in_training_mode(self):
+    net = keras.Sequential(
+      [
+        keras.Input((2,)),
+        keras.layers.Dense(4),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.Dense(1),
+      ]
+    )
+    with self.assertRaisesRegex(
+      ValueError, r"BatchNormalization layers \['bn'\]"
+    ):
+      model_lib.SobolevModel(net)
+    net.get_layer("bn").trainable = False
+    model_lib.SobolevModel(net)  # Frozen: inference mode, per example.
+
+  def test_teacher_of_another_shape_in_stochastic_mode(self):
+    x, _ = _data()
+    model = model_lib.SobolevModel(
+      _net(out_dim=3), order=1, mode="stochastic", teacher=_net(out_dim=4)
+    )
+    model.compile(optimizer="adam")
+    with self.assertRaisesRegex(
+      ValueError, r"teacher's output must have the model's shape"
+    ):
+      model.fit(x, epochs=1, verbose=0)
+
+
 def _batch_jacobian(fn, x):
   x = tf.constant(x)
   with tf.GradientTape() as tape:
