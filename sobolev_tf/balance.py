@@ -72,13 +72,23 @@ class Balance(keras.layers.Layer):
     self.decay = float(decay)
 
   def _state(self, name: str) -> keras.Variable:
-    return self.add_weight(
+    """A scalar statistic, an attribute of its own.
+
+    A direct attribute, not a dict entry: TensorFlow checkpoints track
+    attributes, not Keras's tracked dicts.
+    """
+    variable = self.add_weight(
       shape=(),
       initializer="zeros",
       trainable=False,
       aggregation="only_first_replica",
       name=name,
     )
+    setattr(self, name, variable)
+    return variable
+
+  def _stat(self, key: str, kind: str) -> keras.Variable:
+    return getattr(self, f"{key}_{kind}")
 
   def normalized(
     self,
@@ -139,18 +149,13 @@ class TargetScale(Balance):
     self.scaled_keys = tuple(
       k for k in self.keys if k != "value" or self.normalize_value
     )
-    self.count = {k: self._state(f"{k}_count") for k in self.scaled_keys}
     # The value's variance is about its running mean; a derivative's
-    # second moment about zero.
-    self.center = (
-      {"value": self._state("value_mean")}
-      if ("value" in self.scaled_keys)
-      else {}
-    )
-    self.moment = {
-      k: self._state(f"{k}_{'variance' if k == 'value' else 'mean_square'}")
-      for k in self.scaled_keys
-    }
+    # second moment (mean square) about zero.
+    for key in self.scaled_keys:
+      self._state(f"{key}_count")
+      self._state(f"{key}_moment")
+      if key == "value":
+        self._state("value_mean")
 
   def normalized(self, terms, raw, loss_fn, update):
     """See `Balance.normalized`."""
@@ -178,9 +183,9 @@ class TargetScale(Balance):
             tf.cast(per_example, tf.float32),
             [-1] + [1] * (target.shape.rank - 1),
           )
-      if key in self.center:
+      if key == "value":
         # Shifted by the running mean: fewer cancellations in the variance.
-        target -= self.center[key]
+        target -= self.value_mean
       sums += [
         tf.reduce_sum(weight),
         tf.reduce_sum(weight * target),
@@ -191,35 +196,36 @@ class TargetScale(Balance):
     for index, key in enumerate(self.scaled_keys):
       count, first, second = sums[3 * index : 3 * index + 3]
       mean_square = tf.math.divide_no_nan(second, count)
-      if key not in self.center:
+      if key != "value":
         moments.append((count, None, mean_square))
         continue
       shift = tf.math.divide_no_nan(first, count)
       variance = tf.maximum(mean_square - tf.square(shift), 0.0)
-      moments.append((count, shift + self.center[key], variance))
+      moments.append((count, shift + self.value_mean, variance))
     return moments
 
   def _running(self, key, count, center, moment, update) -> tf.Tensor:
     """The running moment including this batch (evaluation: excluding)."""
-    seen, old = self.count[key], self.moment[key]
-    has_data = count > 0
-    if key in self.center:
-      old_center = self.center[key]
-      # The variance of the blend of two distributions.
-      old = old + (1 - self.decay) * tf.square(center - old_center)
-      new_center = tf.where(
-        has_data, _blend(old_center, center, self.decay, seen), old_center
-      )
-    new = tf.where(
-      has_data, _blend(old, moment, self.decay, seen), self.moment[key]
-    )
+    seen = self._stat(key, "count")
+    stored = self._stat(key, "moment")
     if not update:
       # Evaluation: the running statistic, or this batch's before training.
-      return tf.where(seen > 0, self.moment[key], moment)
-    self.count[key].assign(seen + count)
-    self.moment[key].assign(new)
-    if key in self.center:
-      self.center[key].assign(new_center)
+      return tf.where(seen > 0, stored, moment)
+    has_data = count > 0
+    old = stored
+    if key == "value":
+      # The variance of the blend of two distributions.
+      old = old + (1 - self.decay) * tf.square(center - self.value_mean)
+      self.value_mean.assign(
+        tf.where(
+          has_data,
+          _blend(self.value_mean, center, self.decay, seen),
+          self.value_mean,
+        )
+      )
+    new = tf.where(has_data, _blend(old, moment, self.decay, seen), stored)
+    seen.assign(seen + count)
+    stored.assign(new)
     return new
 
   def get_config(self):
@@ -239,8 +245,9 @@ class RunningLoss(Balance):
 
   def __init__(self, keys: Sequence[str], decay: float = 0.99, **kwargs):
     super().__init__(keys, decay, **kwargs)
-    self.count = self._state("steps")
-    self.running = {k: self._state(f"{k}_running_loss") for k in self.keys}
+    self._state("steps")
+    for key in self.keys:
+      self._state(f"{key}_running_loss")
 
   def normalized(self, terms, raw, loss_fn, update):
     """See `Balance.normalized`."""
@@ -249,20 +256,20 @@ class RunningLoss(Balance):
     values = _all_reduce_sum(
       [tf.cast(tf.stop_gradient(raw[k]), tf.float32) for k in keys]
     )
-    seen = self.count
+    seen = self.steps
     normalized = {}
     for key, value in zip(keys, values, strict=True):
-      old = self.running[key]
+      old = self._stat(key, "running_loss")
       usable = tf.math.is_finite(value)
       new = tf.where(usable, _blend(old, value, self.decay, seen), old)
       if update:
-        self.running[key].assign(new)
+        old.assign(new)
       else:
         new = tf.where(seen > 0, old, value)
       divisor = tf.where(new > 0, new, tf.ones_like(new))
       normalized[key] = raw[key] / tf.cast(divisor, raw[key].dtype)
     if update:
-      self.count.assign_add(1.0)
+      self.steps.assign_add(1.0)
     return normalized
 
 
