@@ -168,6 +168,16 @@ class SobolevModel(keras.Model):
       self.teacher.build(input_shape)
     self.built = True
 
+  @property
+  def _loss_scale(self) -> Optional[tf.Variable]:
+    """The loss scale of a float16 mixed-precision optimiser, or `None`."""
+    optimizer = getattr(self, "optimizer", None)
+    if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+      return None
+    if optimizer.built:
+      return optimizer.dynamic_scale
+    return tf.constant(optimizer.initial_scale, tf.float32)
+
   def _sobolev_losses(self, x, y, sample_weight, step, training):
     if not tf.is_tensor(x):
       raise ValueError(
@@ -182,6 +192,7 @@ class SobolevModel(keras.Model):
       sample_weight=sample_weight,
       seed=training_lib.step_seed(self.seed, step),
       training=training,
+      derivative_scale=self._loss_scale,
     )
 
   def train_step(self, data):
@@ -196,15 +207,20 @@ class SobolevModel(keras.Model):
       tape.gradient(scaled_total, self.trainable_weights),
       self.trainable_weights,
     )
-    gradients_finite = tf.constant(True)
-    if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-      # A loss-scale optimiser skips non-finite gradients on its own.
-      gradients_finite = training_lib.all_finite(gradients)
-    finite = training_lib.finite_everywhere(losses.finite & gradients_finite)
+    data_finite = training_lib.all_finite([x]) & losses.targets_finite
+    if self._loss_scale is None:
+      step_finite = losses.finite & training_lib.all_finite(gradients)
+    else:
+      # An overflow of the scaled float16 passes is the loss-scale
+      # optimiser's to handle: it skips the step and halves the scale.
+      step_finite = data_finite
+    finite = training_lib.finite_everywhere(step_finite)
     gradients = training_lib.clip_across_replicas(self.optimizer, gradients)
     training_lib.apply_if_finite(self.optimizer, gradients, variables, finite)
-    self._record_cause(x, losses, gradients_finite, finite)
-    return self._update_metrics(x, losses, finite)
+    self._record_cause(x, losses, gradients, finite)
+    return self._update_metrics(
+      x, losses, finite & tf.math.is_finite(losses.total)
+    )
 
   def test_step(self, data):
     """Updates the metrics with the objective's terms on one batch."""
@@ -213,10 +229,17 @@ class SobolevModel(keras.Model):
       x, y, sample_weight, _TEST_SEED_STEP, training=False
     )
     finite = training_lib.finite_everywhere(losses.finite)
-    self._record_cause(x, losses, tf.constant(True), finite)
-    return self._update_metrics(x, losses, finite)
+    if self._loss_scale is not None:
+      data_finite = training_lib.all_finite([x]) & losses.targets_finite
+      finite = training_lib.finite_everywhere(data_finite)
+    self._record_cause(x, losses, [], finite)
+    return self._update_metrics(
+      x, losses, finite & tf.math.is_finite(losses.total)
+    )
 
-  def _record_cause(self, x, losses, gradients_finite, finite) -> None:
+  def _record_cause(self, x, losses, gradients, finite) -> None:
+    """Records why a step was not applied, for `raise_if_nonfinite`."""
+    gradients_finite = training_lib.all_finite(gradients)
     x_finite = training_lib.all_finite([x])
     data_finite = x_finite & losses.targets_finite
     total_finite = tf.math.is_finite(losses.total)

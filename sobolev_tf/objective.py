@@ -131,14 +131,29 @@ class SobolevObjective:
     """The terms of the active orders."""
     return self.config.active_keys
 
-  def transformed(self, fn: Teacher) -> Teacher:
-    """`fn` with a half-precision output cast to float32, then transformed."""
+  def transformed(
+    self, fn: Teacher, scale: Optional[tf.Tensor] = None
+  ) -> Teacher:
+    """`fn` with a half-precision output cast to float32, then transformed.
+
+    Args:
+      fn: a batched callable.
+      scale: optional factor applied last (see `derivative_scale`).
+
+    Returns:
+      The wrapped callable; the loss terms are computed in float32 under a
+      mixed-precision policy.
+    """
 
     def wrapped(inputs):
       outputs = fn(inputs)
       if tf.is_tensor(outputs) and outputs.dtype in (tf.float16, tf.bfloat16):
         outputs = tf.cast(outputs, tf.float32)
-      return outputs if self._transform is None else self._transform(outputs)
+      if self._transform is not None:
+        outputs = self._transform(outputs)
+      return (
+        outputs if scale is None else outputs * tf.cast(scale, outputs.dtype)
+      )
 
     return wrapped
 
@@ -152,6 +167,7 @@ class SobolevObjective:
     sample_weight=None,
     seed: Optional[tf.Tensor] = None,
     training: bool = False,
+    derivative_scale: Optional[tf.Tensor] = None,
   ) -> SobolevLosses:
     """Computes every active term for one batch.
 
@@ -169,6 +185,11 @@ class SobolevObjective:
         one every step.
       training: whether this is a training step (updates the balance's
         running statistics).
+      derivative_scale: under float16 mixed precision, the loss scale: the
+        derivatives are taken of `scale * fn(x)` and divided by it, so that
+        their backward pass, in float16, does not underflow (as the loss
+        scale does for the training gradient; the recipe of PyTorch's
+        automatic mixed precision for gradient penalties).
 
     Returns:
       The `SobolevLosses` of the batch.
@@ -184,13 +205,24 @@ class SobolevObjective:
       self.config, targets, sample_weight, teacher is not None
     )
     _check_batches(terms, x)
+    scale = None
+    if derivative_scale is not None:
+      scale = tf.stop_gradient(tf.cast(derivative_scale, tf.float32))
     y, predictions = self._estimator(
-      self.transformed(fn),
+      self.transformed(fn, scale),
       x,
       terms,
-      None if teacher is None else self.transformed(teacher),
+      None if teacher is None else self.transformed(teacher, scale),
       seed,
     )
+    if scale is not None:
+      y = y / tf.cast(scale, y.dtype)
+      predictions = {
+        k: v / tf.cast(scale, v.dtype) for k, v in predictions.items()
+      }
+      if teacher is not None:
+        for term in terms.values():
+          term.target = term.target / tf.cast(scale, term.target.dtype)
     targets_finite = tf.constant(True)
     if teacher is not None:
       for term in terms.values():
