@@ -104,6 +104,7 @@ class MixedPrecisionTest(tf.test.TestCase, parameterized.TestCase):
       zip(
         ("value", "d1", "d2"),
         derivatives.value_and_derivatives(reference, x, 2),
+        strict=True,
       )
     )
 
