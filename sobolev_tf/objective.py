@@ -185,11 +185,9 @@ class SobolevObjective:
         one every step.
       training: whether this is a training step (updates the balance's
         running statistics).
-      derivative_scale: under float16 mixed precision, the loss scale: the
-        derivatives are taken of `scale * fn(x)` and divided by it, so that
-        their backward pass, in float16, does not underflow (as the loss
-        scale does for the training gradient; the recipe of PyTorch's
-        automatic mixed precision for gradient penalties).
+      derivative_scale: under float16 mixed precision, the loss scale:
+        derivatives of `scale * fn(x)`, divided by it, do not underflow in
+        float16 (PyTorch AMP's recipe for gradient penalties).
 
     Returns:
       The `SobolevLosses` of the batch.
@@ -200,14 +198,36 @@ class SobolevObjective:
         targets under `nonfinite_targets="raise"`.
     """
     x = derivatives.check_input(x)
-    self._check_input_shape(x.shape[1:])
+    self.check_input_shape(x.shape)
     terms = targets_lib.parse(
       self.config, targets, sample_weight, teacher is not None
     )
     _check_batches(terms, x)
-    scale = None
-    if derivative_scale is not None:
-      scale = tf.stop_gradient(tf.cast(derivative_scale, tf.float32))
+    y, predictions = self._estimate(
+      fn, x, terms, teacher, seed, derivative_scale
+    )
+    if teacher is not None:
+      for term in terms.values():
+        term.target = tf.stop_gradient(term.target)
+      targets_finite = tf.constant(True)
+    else:
+      terms, finite = targets_lib.mask_nonfinite(
+        terms, self.config.nonfinite_targets
+      )
+      targets_finite = tf.constant(True) if finite is None else finite
+    return self._losses(x, y, terms, predictions, targets_finite, training)
+
+  def _estimate(self, fn, x, terms, teacher, seed, derivative_scale):
+    """The estimator's output and predictions, unscaled again."""
+    if derivative_scale is None:
+      return self._estimator(
+        self.transformed(fn),
+        x,
+        terms,
+        None if teacher is None else self.transformed(teacher),
+        seed,
+      )
+    scale = tf.stop_gradient(tf.cast(derivative_scale, tf.float32))
     y, predictions = self._estimator(
       self.transformed(fn, scale),
       x,
@@ -215,24 +235,11 @@ class SobolevObjective:
       None if teacher is None else self.transformed(teacher, scale),
       seed,
     )
-    if scale is not None:
-      y = y / tf.cast(scale, y.dtype)
-      predictions = {
-        k: v / tf.cast(scale, v.dtype) for k, v in predictions.items()
-      }
-      if teacher is not None:
-        for term in terms.values():
-          term.target = term.target / tf.cast(scale, term.target.dtype)
-    targets_finite = tf.constant(True)
+    unscale = lambda t: t / tf.cast(scale, t.dtype)  # noqa: E731
     if teacher is not None:
       for term in terms.values():
-        term.target = tf.stop_gradient(term.target)
-    else:
-      terms, finite = targets_lib.mask_nonfinite(
-        terms, self.config.nonfinite_targets
-      )
-      targets_finite = targets_finite if finite is None else finite
-    return self._losses(x, y, terms, predictions, targets_finite, training)
+        term.target = unscale(term.target)
+    return unscale(y), {k: unscale(v) for k, v in predictions.items()}
 
   def _losses(self, x, y, terms, predictions, targets_finite, training):
     counts = _global_counts(terms, predictions)
@@ -296,18 +303,16 @@ class SobolevObjective:
     divisor = tf.cast(counts[term.key][0], summed.dtype)
     return tf.math.divide_no_nan(tf.reduce_sum(summed), divisor)
 
-  def _check_input_shape(self, input_shape: tf.TensorShape) -> None:
+  def check_input_shape(self, input_shape) -> None:
+    """Raises unless the options tied to the input fit `[B, in...]`."""
+    in_shape = tf.TensorShape(input_shape)[1:]
     for key, scale in self.config.derivative_scales.items():
-      if input_shape.is_fully_defined() and tuple(input_shape) != scale.shape:
+      if in_shape.is_fully_defined() and tuple(in_shape) != scale.shape:
         raise ValueError(
           f"Expected `derivative_scales[{key!r}]` to have the input's "
-          f"non-batch shape {input_shape.as_list()}. Received shape "
+          f"non-batch shape {in_shape.as_list()}. Received shape "
           f"{list(scale.shape)}."
         )
-
-  def check_input_shape(self, input_shape) -> None:
-    """Raises unless options tied to the input fit `[B, in...]`."""
-    self._check_input_shape(tf.TensorShape(input_shape)[1:])
 
   def get_config(self) -> Dict[str, Any]:
     """Returns the options, serialisable by Keras."""
