@@ -80,7 +80,9 @@ def variants_for(
   ]
 
 
-def _is_deterministic(workload: workloads.Workload, kind: workloads.StepKind):
+def _is_deterministic(
+  workload: workloads.Workload, kind: workloads.StepKind
+) -> bool:
   """Whether the loss is independent of the random directions."""
   if kind.order == 0 or kind.mode == "full":
     return True
