@@ -18,8 +18,9 @@ Each point runs in a fresh process (`scaling_point`), which reads its own
 peak resident set size, so memory is measured per point. A point whose
 process grows past `--memory_budget_gb` or runs longer than
 `--time_budget_s` is killed and recorded as `memory` or `time`, and the
-larger d of the same series are not run (cost grows with d); a point whose
-full array targets alone exceed the memory budget is not started. Nothing
+larger d of the same series are not run where the cost grows with d (see
+`stops_series`); a point whose full array targets alone exceed the memory
+budget is not started. Nothing
 stops the sweep. The report gives, per series, the milliseconds per step,
 the warm-up (compilation) seconds, the memory over the process's post-import
 baseline, and the slope of log(time) against log(d): about 0 when flat,
@@ -205,12 +206,31 @@ def run_point(
   return scaling_point.Result(point, "ok", measurements=measurements)
 
 
+def stops_series(point: scaling_point.Point) -> bool:
+  """Whether `point` over a budget means the larger d of its series are too.
+
+  True where the cost grows with d. Not for full order 1 below d = outputs:
+  there `jacobian_mode="auto"` builds the Jacobian in forward mode, d
+  products, and from d = outputs on in reverse mode, `outputs` products, so
+  a point that failed in one mode says nothing of the other.
+
+  Args:
+    point: a point that went over a budget.
+
+  Returns:
+    Whether to skip the larger d of its series.
+  """
+  kind = workloads.KINDS[point.kind]
+  forward = kind.order == 1 and point.input_dim < point.num_outputs
+  return kind.mode != "full" or not forward
+
+
 def run_sweep(
   points: Sequence[scaling_point.Point],
   memory_budget: float,
   time_budget: float,
 ) -> List[scaling_point.Result]:
-  """Runs the points in order; a series over budget skips its larger d."""
+  """Runs the points, smaller d first; skips where `stops_series` says."""
   results = []
   over: Dict[tuple, scaling_point.Result] = {}
   for index, point in enumerate(points):
@@ -224,7 +244,7 @@ def run_sweep(
       )
     else:
       result = run_point(point, memory_budget, time_budget)
-      if result.status in _OVER_BUDGET:
+      if result.status in _OVER_BUDGET and stops_series(point):
         over[series] = result
     logging.info(
       "[%d/%d] %s: %s %s",

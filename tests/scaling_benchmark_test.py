@@ -73,6 +73,17 @@ class ScalingBenchmarkTest(tf.test.TestCase):
     # Another series (other outputs) is run, and stopped on its own.
     self.assertEqual(results[2].detail, "over 50 MiB")
 
+  def test_full_order_one_below_outputs_does_not_stop_its_series(self):
+    def stops(input_dim, kind):
+      point = _point(input_dim=input_dim, kind=kind, num_outputs=8)
+      return scaling_benchmark.stops_series(point)
+
+    # Forward mode below d = outputs, reverse mode from there on.
+    self.assertFalse(stops(4, "full_o1"))
+    self.assertTrue(stops(8, "full_o1"))
+    self.assertTrue(stops(4, "full_o2"))
+    self.assertTrue(stops(4, "stochastic_o1"))
+
   def test_point_over_time_budget_is_stopped(self):
     result = scaling_benchmark.run_point(_point(), 4 * 2**30, 0.2)
     self.assertEqual((result.status, result.detail), ("time", "over 0.2 s"))
