@@ -6,12 +6,12 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 BENCH_INSTALLED := $(VENV)/.bench-installed
 
-.PHONY: demo test test-all lint format bench clean
+.PHONY: demo test test-all lint format bench bench-scaling clean
 
 $(INSTALLED): setup.py requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.txt -e ".[cpu,test,lint]"
+	$(PY) -m pip install --quiet -c requirements.txt -e ".[cpu,test,lint,bench]"
 	touch $@
 
 $(BENCH_INSTALLED): $(INSTALLED)
@@ -36,6 +36,9 @@ format: $(INSTALLED)
 
 bench: $(BENCH_INSTALLED)
 	JAX_PLATFORMS=cpu $(PY) -m benchmarks.train_step_benchmark --output=docs/benchmark.md
+
+bench-scaling: $(BENCH_INSTALLED)
+	JAX_PLATFORMS=cpu $(PY) -m benchmarks.scaling_benchmark --output=docs/scaling.md --figure=docs/scaling.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -16,6 +16,10 @@ from other processes falls on both alike.
 
 import statistics
 import time
+from typing import Any
+from typing import Callable
+from typing import Dict
+from typing import Tuple
 
 from absl import app
 from absl import flags
@@ -37,11 +41,8 @@ def _time_calls(fn, calls: int) -> float:
   return (time.perf_counter() - start) / calls
 
 
-def main(argv):
-  """Prints the table."""
-  del argv
-  config = a2c.Config()
-  rng = np.random.default_rng(0)
+def _learners(config, rng) -> Dict[str, Dict[str, Callable[[], Any]]]:
+  """`act` and `update` calls of a graph and an XLA learner, warmed up."""
   act_frames = rng.integers(0, 255, (16, *atari.FRAME_SHAPE), dtype=np.uint8)
   network = atari.AtariTeacher(6)
   network(act_frames)  # builds the variables the learners copy
@@ -65,14 +66,22 @@ def main(argv):
         frames, actions, returns
       )["loss"],
     }
+  return learners
 
+
+def _time_parts(learners) -> Dict[Tuple[str, str], float]:
+  """Median seconds per call of each learner's parts, alternating learners."""
   times = {(name, part): [] for name in learners for part in ("act", "update")}
   for repeat in range(_REPEATS.value):
     order = list(learners) if repeat % 2 == 0 else list(reversed(learners))
     for name in order:
       for part, fn in learners[name].items():
         times[(name, part)].append(_time_calls(fn, _CALLS.value))
+  return {key: statistics.median(value) for key, value in times.items()}
 
+
+def _env_step_seconds(config, rng) -> float:
+  """Median seconds of one step of the vector environment, random actions."""
   env = a2c.make_atari_env(_GAME.value, config.num_envs)
   step_times = []
   for _ in range(_REPEATS.value):
@@ -81,7 +90,17 @@ def main(argv):
       env.step(rng.integers(0, 6, config.num_envs))
     step_times.append((time.perf_counter() - start) / _CALLS.value)
   env.close()
-  env_step = statistics.median(step_times)
+  return statistics.median(step_times)
+
+
+def main(argv):
+  """Prints the table."""
+  del argv
+  config = a2c.Config()
+  rng = np.random.default_rng(0)
+  learners = _learners(config, rng)
+  medians = _time_parts(learners)
+  env_step = _env_step_seconds(config, rng)
 
   print(
     f"environment step ({config.num_envs} {_GAME.value} games): "
@@ -89,7 +108,6 @@ def main(argv):
   )
   print("| part | graph (ms) | XLA (ms) | XLA speed-up |")
   print("|---|---|---|---|")
-  medians = {key: statistics.median(value) for key, value in times.items()}
   for part in ("act", "update"):
     graph, xla = medians[("graph", part)], medians[("xla", part)]
     print(
