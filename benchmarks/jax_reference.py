@@ -275,7 +275,11 @@ def objective_settings(
   Raises:
     ValueError: for settings this reference does not implement.
   """
-  expected = {"num_projections": 1, "losses": "mean_squared_error"}
+  expected = {
+    "num_projections": 1,
+    "losses": "mean_squared_error",
+    "balance": "none",
+  }
   for key, value in expected.items():
     if objective.get(key) != value:
       raise ValueError(

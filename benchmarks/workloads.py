@@ -90,8 +90,9 @@ def objective_kwargs(kind: StepKind) -> Dict[str, Any]:
     kind: the step kind.
 
   Returns:
-    Keyword arguments `order`, `mode`, `num_projections`, `loss_weights`
-    and `losses`.
+    Keyword arguments `order`, `mode`, `num_projections`, `loss_weights`,
+    `losses` and `balance` (the plain weighted sum, which the JAX reference
+    computes).
   """
   return {
     "order": kind.order,
@@ -99,6 +100,7 @@ def objective_kwargs(kind: StepKind) -> Dict[str, Any]:
     "num_projections": NUM_PROJECTIONS,
     "loss_weights": (1.0,) * (kind.order + 1),
     "losses": "mean_squared_error",
+    "balance": "none",
   }
 
 
