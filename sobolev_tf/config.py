@@ -244,7 +244,9 @@ class SobolevConfig:
       loss in any term and does not count in the means. `"missing"`: the
       entry is unknown (a partial the simulator does not give): it carries
       no loss and does not count in its term's mean; the other entries
-      train. Explicit masks (`"d1_mask"`) work with every policy.
+      train. Explicit masks (`"d1_mask"`) work with every policy. A
+      direction (`"d1_directions"`) with NaN or Inf makes the derivatives
+      along it non-finite targets.
     derivative_scales: optional `{"d1": s1, "d2": s2}`, each of the input's
       non-batch shape; the order-k error along input dimension i is divided
       by `s[i]` (see `derivative_spread`).
