@@ -265,14 +265,28 @@ def _weights_by_term(sample_weight, keys, y) -> Dict[str, tf.Tensor]:
   if sample_weight is None:
     return {}
   if not isinstance(sample_weight, Mapping):
-    weight = _numeric_tensor(sample_weight, "`sample_weight`")
+    weight = _example_weights(sample_weight, "`sample_weight`")
     return {key: weight for key in keys}
   _check_sample_weight_keys(sample_weight, y)
   return {
-    key: _numeric_tensor(sample_weight[key], f"`sample_weight[{key!r}]`")
+    key: _example_weights(sample_weight[key], f"`sample_weight[{key!r}]`")
     for key in keys
     if sample_weight.get(key) is not None
   }
+
+
+def _example_weights(value, what: str) -> tf.Tensor:
+  """One weight per example, `[B]` or `[B, 1]`."""
+  weight = _numeric_tensor(value, what)
+  shape = weight.shape
+  if shape.rank is not None and not (
+    shape.rank == 1 or (shape.rank == 2 and shape[1] in (1, None))
+  ):
+    raise ValueError(
+      f"Expected {what} of shape [B] or [B, 1], one weight per example. "
+      f"Received shape {shape}."
+    )
+  return weight
 
 
 def check_batch(tensor: tf.Tensor, x: tf.Tensor, what: str) -> tf.Tensor:

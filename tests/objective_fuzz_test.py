@@ -927,6 +927,8 @@ class TargetsRegressionTest(tf.test.TestCase, parameterized.TestCase):
       r"y\['d1_directions'\].*K >= 1",
     ),
     ("text_weight", {}, np.array(["1"] * 3), r"`sample_weight`"),
+    # Was reshaped to [6] and reported as "batch size 6".
+    ("weight_matrix", {}, np.ones((3, 2)), r"`sample_weight` of shape \[B\]"),
     ("text_weight_by_term", {}, {"d1": ["a"] * 3}, r"`sample_weight\['d1'\]`"),
     (
       "weight_keys_of_mixed_types",
