@@ -37,7 +37,7 @@ MASKS = targets_lib.MASKS
 
 def _settings(max_examples: int) -> hypothesis.settings:
   # Derandomised and without an example database: the same examples on
-  # every run and machine, and no `.hypothesis` directory in the checkout.
+  # every run and machine, none replayed from an earlier local failure.
   return hypothesis.settings(
     max_examples=max_examples,
     deadline=None,
@@ -1244,13 +1244,16 @@ def _fit_calls(draw, failure: str = ""):
 
 
 class TrainingFuzzTest(tf.test.TestCase, parameterized.TestCase):
-  def _model(self, fit):
+  def _record(self, fit):
+    # What the examples cover: pytest --hypothesis-show-statistics.
     hypothesis.event("source", fit.source)
     hypothesis.event("run_eagerly", fit.run_eagerly)
     hypothesis.event(
       "NaN targets", any(np.isnan(v).any() for v in fit.y.values())
     )
     hypothesis.event("order", fit.options["order"])
+
+  def _model(self, fit):
     net, initial = _keras_net(fit.in_shape, fit.out_shape)
     net.set_weights(initial)
     model = model_lib.SobolevModel(net, **fit.options)
@@ -1262,6 +1265,7 @@ class TrainingFuzzTest(tf.test.TestCase, parameterized.TestCase):
   @_settings(max_examples=15)
   @hypothesis.given(_fit_calls())
   def test_valid_data_trains_to_finite_weights(self, fit):
+    self._record(fit)
     model, _ = self._model(fit)
     history = fit.fit(model)
     self.assertTrue(
@@ -1275,6 +1279,7 @@ class TrainingFuzzTest(tf.test.TestCase, parameterized.TestCase):
   @hypothesis.given(data=st.data())
   def test_invalid_data_raises_and_keeps_the_weights(self, name, data):
     fit = data.draw(_fit_calls(name), label="fit")
+    self._record(fit)
     model, initial = self._model(fit)
     with self.assertRaises(ValueError) as raised:
       fit.fit(model)
@@ -1285,6 +1290,34 @@ class TrainingFuzzTest(tf.test.TestCase, parameterized.TestCase):
     for before, after in zip(initial, model.model.get_weights(), strict=True):
       self.assertAllEqual(before, after)
     self.assertEqual(int(model.optimizer.iterations), 0)
+
+  @parameterized.parameters("drop", "missing")
+  def test_dataset_with_nonfinite_directions(self, policy):
+    # The step was skipped: "the loss is NaN or Inf".
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(4, 2, 2)).astype("float32")
+    directions[1, 0, 0] = np.nan
+    fit = _Fit(
+      options=dict(order=1, nonfinite_targets=policy),
+      in_shape=(2,),
+      out_shape=(2,),
+      x=rng.normal(size=(4, 2)).astype("float32"),
+      y={
+        "value": rng.normal(size=(4, 2)).astype("float32"),
+        "d1_directions": directions,
+        "d1_directional": rng.normal(size=(4, 2, 2)).astype("float32"),
+      },
+      sample_weight=None,
+      source="dataset",
+      run_eagerly=False,
+    )
+    model, initial = self._model(fit)
+    history = fit.fit(model)
+    # 4 examples x 2 outputs x 2 directions, less example 1 or its first
+    # direction.
+    expected = {"drop": 12, "missing": 14}[policy]
+    self.assertEqual(history.history["d1_entries"], [expected])
+    self.assertNotAllClose(model.model.get_weights()[0], initial[0])
 
 
 if __name__ == "__main__":
