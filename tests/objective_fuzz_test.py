@@ -257,7 +257,7 @@ def _config_kwargs(draw):
 
 
 class ConfigFuzzTest(tf.test.TestCase, parameterized.TestCase):
-  @_settings(max_examples=1000)
+  @_settings(max_examples=800)
   @hypothesis.given(_config_kwargs())
   def test_config_is_valid_or_names_the_option(self, drawn):
     kwargs, invalid = drawn
@@ -818,13 +818,13 @@ def _expected_entries(problem) -> dict:
 
 
 class TargetsFuzzTest(tf.test.TestCase, parameterized.TestCase):
-  @_settings(max_examples=300)
+  @_settings(max_examples=250)
   @hypothesis.given(_problems())
   def test_valid_targets_give_finite_losses_or_nan_errors(self, problem):
     self._check(problem)
 
   @parameterized.named_parameters((name, name) for name in _PERTURBATIONS)
-  @_settings(max_examples=25)
+  @_settings(max_examples=20)
   @hypothesis.given(data=st.data())
   def test_perturbed_targets_raise_naming_the_argument(self, name, data):
     self._check(data.draw(_problems(name), label="problem"))
@@ -1262,7 +1262,7 @@ class TrainingFuzzTest(tf.test.TestCase, parameterized.TestCase):
     )
     return model, initial
 
-  @_settings(max_examples=15)
+  @_settings(max_examples=12)
   @hypothesis.given(_fit_calls())
   def test_valid_data_trains_to_finite_weights(self, fit):
     self._record(fit)
