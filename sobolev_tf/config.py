@@ -6,6 +6,7 @@ and serialises itself for `.keras` files.
 """
 
 import dataclasses
+import numbers
 import re
 from typing import Any
 from typing import Callable
@@ -116,7 +117,7 @@ def _per_term(name: str, value: PerTerm, order: int, default: Any) -> tuple:
   """One entry per term from a single value, a sequence or a dict by term."""
   keys = TERMS[: order + 1]
   if isinstance(value, Mapping):
-    unknown = sorted(set(value) - set(keys))
+    unknown = sorted(set(value) - set(keys), key=str)
     if unknown:
       raise ValueError(
         f"Received an invalid key in `{name}`, expected keys among {keys} "
@@ -158,9 +159,16 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
   return value
 
 
+def _as_number(value: Any) -> float:
+  # float() would read "1" and True as 1.0.
+  if isinstance(value, (str, bytes, bool, np.bool_)):
+    raise TypeError(f"Not a number: {value!r}")
+  return float(value)
+
+
 def _check_weights(weights: tuple) -> Tuple[float, ...]:
   try:
-    weights = tuple(float(w) for w in weights)
+    weights = tuple(_as_number(w) for w in weights)
   except (TypeError, ValueError):
     raise ValueError(
       "Received an invalid value for `loss_weights`, expected numbers. "
@@ -175,6 +183,12 @@ def _check_weights(weights: tuple) -> Tuple[float, ...]:
 
 
 def _check_scales(scales: Optional[Mapping[str, Any]], order: int) -> dict:
+  if scales is not None and not isinstance(scales, Mapping):
+    raise ValueError(
+      "Received an invalid value for `derivative_scales`, expected None or a "
+      f"dict keyed by {TERMS[1 : order + 1]}. Received: "
+      f"derivative_scales={scales!r}"
+    )
   checked = {}
   for key, scale in dict(scales or {}).items():
     if key not in TERMS[1 : order + 1]:
@@ -182,13 +196,23 @@ def _check_scales(scales: Optional[Mapping[str, Any]], order: int) -> dict:
         "Received an invalid key in `derivative_scales`, expected keys "
         f"among {TERMS[1 : order + 1]} for order={order}. Received: {key!r}"
       )
-    scale = np.asarray(scale, dtype=np.float64)
-    if scale.ndim == 0 or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+    try:
+      array = np.asarray(scale)
+    except ValueError:  # A ragged sequence.
+      array = None
+    # Integers and floats only: a float cast would read True and "2".
+    if (
+      array is None
+      or array.dtype.kind not in "iuf"
+      or array.ndim == 0
+      or not np.all(np.isfinite(array))
+      or np.any(array <= 0)
+    ):
       raise ValueError(
         f"Expected `derivative_scales[{key!r}]` to be an array of the "
-        f"input's non-batch shape, finite and positive. Received: {scale}"
+        f"input's non-batch shape, finite and positive. Received: {scale!r}"
       )
-    checked[key] = scale
+    checked[key] = array.astype(np.float64)
   return checked
 
 
@@ -220,7 +244,9 @@ class SobolevConfig:
       loss in any term and does not count in the means. `"missing"`: the
       entry is unknown (a partial the simulator does not give): it carries
       no loss and does not count in its term's mean; the other entries
-      train. Explicit masks (`"d1_mask"`) work with every policy.
+      train. Explicit masks (`"d1_mask"`) work with every policy. A
+      direction (`"d1_directions"`) with NaN or Inf makes the derivatives
+      along it non-finite targets.
     derivative_scales: optional `{"d1": s1, "d2": s2}`, each of the input's
       non-batch shape; the order-k error along input dimension i is divided
       by `s[i]` (see `derivative_spread`).
@@ -264,11 +290,16 @@ class SobolevConfig:
     )
     _check_choice("balance", self.balance, BALANCES)
     decay = self.balance_decay
-    if not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+    if (
+      isinstance(decay, (bool, np.bool_))
+      or not isinstance(decay, numbers.Real)
+      or not 0 <= decay < 1
+    ):
       raise ValueError(
         "Received an invalid value for `balance_decay`, expected a number "
         f"in [0, 1). Received: balance_decay={decay!r}"
       )
+    setattr_("balance_decay", float(decay))
     if self.nonfinite_targets == "missing" and self.mode == "stochastic":
       raise ValueError(
         "Received an invalid value for `nonfinite_targets`: 'missing' "
@@ -287,8 +318,8 @@ class SobolevConfig:
       tuple(_to_loss(s, term_key(k)) for k, s in enumerate(specs)),
     )
     transform = self.output_transform
-    if not (transform is None or callable(transform)) and (
-      transform not in OUTPUT_TRANSFORMS
+    if not (transform is None or callable(transform)) and not (
+      isinstance(transform, str) and transform in OUTPUT_TRANSFORMS
     ):
       raise ValueError(
         "Received an invalid value for `output_transform`, expected None, a "

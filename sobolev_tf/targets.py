@@ -60,6 +60,9 @@ class Term:
     keep: float per-example 0/1, 0 for an example dropped for non-finite
       targets (it does not count in the term's mean, unlike an example of
       weight 0), or `None`.
+    directions_finite: bool `[B, K, in...]`, where the data's directions
+      were finite (the others are replaced by zeros, and the derivatives
+      along them are non-finite targets), or `None`.
   """
 
   order: int
@@ -69,11 +72,19 @@ class Term:
   mask: Optional[tf.Tensor] = None
   weight: Optional[tf.Tensor] = None
   keep: Optional[tf.Tensor] = None
+  directions_finite: Optional[tf.Tensor] = None
 
   @property
   def key(self) -> str:
     """`value`, `d1` or `d2`."""
     return config_lib.term_key(self.order)
+
+  @property
+  def data_key(self) -> str:
+    """The key of the target in the data: `d1` or `d1_directional`."""
+    if self.kind == "directional":
+      return DIRECTIONAL[self.order]
+    return self.key
 
 
 def as_dict(y) -> Optional[Dict[str, tf.Tensor]]:
@@ -120,7 +131,7 @@ def parse(
     if y:
       raise ValueError(
         "With a `teacher`, the targets come from the teacher: pass no "
-        f"targets (y=None). Received targets with keys: {sorted(y)}"
+        f"targets (y=None). Received targets with keys: {sorted(y, key=str)}"
       )
     y = {}
     _check_sample_weight_keys(sample_weight, y)
@@ -144,18 +155,26 @@ def parse(
     if DIRECTIONAL.get(k) in y:
       term.kind = "directional"
       term.target = _float_tensor(y[DIRECTIONAL[k]], DIRECTIONAL[k])
-      term.directions = _float_tensor(y[DIRECTIONS[k]], DIRECTIONS[k])
+      directions = _float_tensor(y[DIRECTIONS[k]], DIRECTIONS[k])
+      # The model is differentiated along the directions before the
+      # non-finite policy applies: zeros keep NaN out of its side.
+      term.directions_finite = tf.math.is_finite(directions)
+      term.directions = tf.where(
+        term.directions_finite, directions, tf.zeros_like(directions)
+      )
     elif key in y:
       term.target = _float_tensor(y[key], key)
     if MASKS[k] in y:
-      mask = tf.cast(tf.convert_to_tensor(y[MASKS[k]]), tf.float32)
+      mask = tf.cast(
+        _numeric_tensor(y[MASKS[k]], f"y[{MASKS[k]!r}]"), tf.float32
+      )
       term.mask = tf.cast(tf.not_equal(mask, 0), tf.float32)
     terms[key] = term
   return terms
 
 
 def _check_keys(config: config_lib.SobolevConfig, y: Mapping) -> None:
-  unknown = sorted(set(y) - set(KNOWN_KEYS))
+  unknown = sorted(set(y) - set(KNOWN_KEYS), key=str)
   if unknown:
     raise ValueError(
       f"Received unknown target keys {unknown}; expected keys among "
@@ -200,8 +219,29 @@ def _check_keys(config: config_lib.SobolevConfig, y: Mapping) -> None:
     )
 
 
+def _tensor(value, what: str) -> tf.Tensor:
+  try:
+    return tf.convert_to_tensor(value)
+  except (TypeError, ValueError) as error:
+    raise ValueError(
+      f"Expected {what} to be an array or tensor. Received: {error}"
+    ) from None
+
+
+def _numeric_tensor(value, what: str) -> tf.Tensor:
+  """`value` as a tensor of numbers or bools, for masks and weights."""
+  tensor = _tensor(value, what)
+  if not (tensor.dtype.is_floating or tensor.dtype.is_integer) and (
+    tensor.dtype != tf.bool
+  ):
+    raise ValueError(
+      f"Expected {what} to hold numbers. Received dtype={tensor.dtype.name}."
+    )
+  return tensor
+
+
 def _float_tensor(value, key: str) -> tf.Tensor:
-  tensor = tf.convert_to_tensor(value)
+  tensor = _tensor(value, f"the target y[{key!r}]")
   if not tensor.dtype.is_floating:
     raise ValueError(
       f"Expected a floating-point target y[{key!r}]. Received dtype="
@@ -213,7 +253,7 @@ def _float_tensor(value, key: str) -> tf.Tensor:
 def _check_sample_weight_keys(sample_weight, y: Mapping) -> None:
   if not isinstance(sample_weight, Mapping):
     return
-  unknown = sorted(set(sample_weight) - set(y) - set(config_lib.TERMS))
+  unknown = sorted(set(sample_weight) - set(y) - set(config_lib.TERMS), key=str)
   if unknown:
     raise ValueError(
       "Received an invalid key in `sample_weight`, expected keys among the "
@@ -225,13 +265,28 @@ def _weights_by_term(sample_weight, keys, y) -> Dict[str, tf.Tensor]:
   if sample_weight is None:
     return {}
   if not isinstance(sample_weight, Mapping):
-    return {key: sample_weight for key in keys}
+    weight = _example_weights(sample_weight, "`sample_weight`")
+    return {key: weight for key in keys}
   _check_sample_weight_keys(sample_weight, y)
   return {
-    key: sample_weight[key]
+    key: _example_weights(sample_weight[key], f"`sample_weight[{key!r}]`")
     for key in keys
     if sample_weight.get(key) is not None
   }
+
+
+def _example_weights(value, what: str) -> tf.Tensor:
+  """One weight per example, `[B]` or `[B, 1]`."""
+  weight = _numeric_tensor(value, what)
+  shape = weight.shape
+  if shape.rank is not None and not (
+    shape.rank == 1 or (shape.rank == 2 and shape[1] in (1, None))
+  ):
+    raise ValueError(
+      f"Expected {what} of shape [B] or [B, 1], one weight per example. "
+      f"Received shape {shape}."
+    )
+  return weight
 
 
 def check_batch(tensor: tf.Tensor, x: tf.Tensor, what: str) -> tf.Tensor:
@@ -255,6 +310,11 @@ def check_batch(tensor: tf.Tensor, x: tf.Tensor, what: str) -> tf.Tensor:
   tensor = tf.convert_to_tensor(tensor)
   mine, theirs = tensor.shape[:1], x.shape[:1]
   message = f"{what} must have the batch size of x"
+  if tensor.shape.rank == 0:
+    raise ValueError(
+      f"{message} as its first axis. Received: {what} without a batch axis "
+      f"(a scalar), x with batch size {theirs[0]}."
+    )
   if mine.is_fully_defined() and theirs.is_fully_defined():
     if mine[0] != theirs[0]:
       raise ValueError(
@@ -333,6 +393,11 @@ def _check_directions(term: Term, input_shape: tf.TensorShape) -> None:
       f"The number of directions K in y[{DIRECTIONS[term.order]!r}] must be "
       f"known statically. Received: shape {term.directions.shape}."
     )
+  if term.directions.shape[1] == 0:
+    raise ValueError(
+      f"Directions y[{DIRECTIONS[term.order]!r}] must hold at least one "
+      f"direction per example (K >= 1). Received: {term.directions.shape}."
+    )
 
 
 def _batched(shape: tf.TensorShape) -> str:
@@ -360,19 +425,24 @@ def mask_nonfinite(
   if policy == "raise":
     finite = [
       tf.reduce_all(tf.math.is_finite(t.target)) for t in terms.values()
+    ] + [
+      tf.reduce_all(t.directions_finite)
+      for t in terms.values()
+      if t.directions_finite is not None
     ]
     finite = tf.reduce_all(tf.stack(finite)) if finite else tf.constant(True)
     if tf.executing_eagerly() and not bool(finite):
-      bad = [k for k, t in terms.items() if not np.isfinite(t.target).all()]
       raise ValueError(
-        f"Targets {bad} hold NaN or Inf. Clean the data, or pass "
-        "nonfinite_targets='drop' (skip such examples) or 'missing' (skip "
-        "such entries)."
+        f"Targets {_nonfinite_keys(terms)} hold NaN or Inf. Clean the data, "
+        "or pass nonfinite_targets='drop' (skip such examples) or 'missing' "
+        "(skip such entries)."
       )
     return terms, finite
   keep = None
   for term in terms.values():
     is_finite = tf.math.is_finite(term.target)
+    if term.directions_finite is not None:
+      is_finite &= _along_directions(term)
     # tf.where, not a product: zero times NaN is still NaN.
     term.target = tf.where(is_finite, term.target, tf.zeros_like(term.target))
     entry = tf.cast(is_finite, tf.float32)
@@ -384,6 +454,35 @@ def mask_nonfinite(
   for term in terms.values():
     term.keep = keep
   return terms, None
+
+
+def _nonfinite_keys(terms: Dict[str, Term]) -> list:
+  """The data keys of the targets and directions that hold NaN or Inf."""
+  keys = []
+  for term in terms.values():
+    if not np.isfinite(term.target).all():
+      keys.append(term.data_key)
+    if term.directions_finite is not None:
+      if not np.all(term.directions_finite):
+        keys.append(DIRECTIONS[term.order])
+  return keys
+
+
+def _along_directions(term: Term) -> tf.Tensor:
+  """Bool, target-shaped: whether the entry's direction is finite."""
+  finite = term.directions_finite  # [B, K, in...]
+  per_direction = tf.reduce_all(finite, axis=list(range(2, finite.shape.rank)))
+  # To [B, out..., K] for J v, [B, out..., K, in...] for H v.
+  trailing = finite.shape.rank - 2 if term.order == 2 else 0
+  output_rank = term.target.shape.rank - 2 - trailing
+  shape = tf.concat(
+    [
+      tf.shape(finite)[:1],
+      [1] * output_rank + [finite.shape[1]] + [1] * trailing,
+    ],
+    0,
+  )
+  return tf.reshape(per_direction, shape)
 
 
 def flatten_batch(tensor: tf.Tensor) -> tf.Tensor:
