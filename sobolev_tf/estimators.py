@@ -175,7 +175,7 @@ class ProjectedEstimator(Estimator):
 
   def _projected(self, fn, x, order, seed, directions=None, like=None):
     """Value and projected derivatives, on `directions` or fresh ones."""
-    seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+    seed = _check_seed(seed)
     count = self.config.num_projections
 
     def sample(y):
@@ -210,17 +210,29 @@ class ProjectedEstimator(Estimator):
       if term.order == 0 or term.kind != "full":
         continue
       targets_lib.check_shape(term, y.shape[1:], x.shape[1:])
+      target = tf.cast(term.target, output_directions[0].dtype)
       if term.order == 1:
         parts = [
-          derivatives.project_jacobian(term.target, v1)
-          for v1 in output_directions
+          derivatives.project_jacobian(target, v1) for v1 in output_directions
         ]
       else:
         parts = [
-          derivatives.project_hessian(term.target, v1, v2)
+          derivatives.project_hessian(target, v1, tf.cast(v2, target.dtype))
           for v1, v2 in zip(output_directions, input_directions, strict=True)
         ]
       term.target = targets_lib.stack_directions(parts)  # [B, P, in...]
+
+
+def _check_seed(seed) -> tf.Tensor:
+  """The seed as int64 `[2]`, or a clear error."""
+  tensor = tf.convert_to_tensor(seed)
+  if not tensor.dtype.is_integer or not tensor.shape.is_compatible_with([2]):
+    raise ValueError(
+      "Received an invalid value for `seed`, expected a stateless seed: two "
+      f"integers, shape [2]. Received: seed with dtype={tensor.dtype.name} "
+      f"and shape={tensor.shape}"
+    )
+  return tf.cast(tensor, tf.int64)
 
 
 ESTIMATORS = {"full": FullEstimator, "stochastic": ProjectedEstimator}

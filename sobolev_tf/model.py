@@ -3,7 +3,6 @@
 from typing import Any
 from typing import Callable
 from typing import Dict
-from typing import Mapping
 from typing import Optional
 
 import keras
@@ -12,6 +11,7 @@ import tensorflow as tf
 
 from sobolev_tf import config as config_lib
 from sobolev_tf import objective as objective_lib
+from sobolev_tf import targets as targets_lib
 from sobolev_tf import training as training_lib
 
 # The test step draws its directions from this step number, so that
@@ -299,21 +299,21 @@ class SobolevModel(keras.Model):
 
   def fit(self, x=None, y=None, *args, **kwargs):
     """`keras.Model.fit`, with in-memory data checked and steps guarded."""
-    _check_arrays(x, y, "y", self.objective.config.nonfinite_targets)
+    _check_arrays(x, y, "y", self.objective.config)
     validation_data = kwargs.get("validation_data")
     if isinstance(validation_data, tuple) and len(validation_data) > 1:
       _check_arrays(
         validation_data[0],
         validation_data[1],
         "validation_data",
-        self.objective.config.nonfinite_targets,
+        self.objective.config,
       )
     kwargs["callbacks"] = _with_guard(kwargs.get("callbacks"))
     return super().fit(x, y, *args, **kwargs)
 
   def evaluate(self, x=None, y=None, *args, **kwargs):
     """`keras.Model.evaluate`, with in-memory data checked."""
-    _check_arrays(x, y, "y", self.objective.config.nonfinite_targets)
+    _check_arrays(x, y, "y", self.objective.config)
     kwargs["callbacks"] = _with_guard(kwargs.get("callbacks"))
     return super().evaluate(x, y, *args, **kwargs)
 
@@ -442,11 +442,12 @@ def _check_inner_model(model) -> None:
     )
 
 
-def _check_arrays(x, y, argument: str, policy: str) -> None:
+def _check_arrays(x, y, argument: str, config: config_lib.SobolevConfig):
   """Fails early on empty or non-finite in-memory data.
 
   Inside the compiled step, non-finite data skips the step and raises from
-  the host after it; NumPy data can be checked before training starts.
+  the host after it; NumPy data can be checked before training starts. Only
+  what counts is checked: targets of active terms, outside masked entries.
   """
   if isinstance(x, np.ndarray):
     if x.size == 0 or len(x) == 0:
@@ -460,24 +461,40 @@ def _check_arrays(x, y, argument: str, policy: str) -> None:
         f"Inputs x hold NaN or Inf in {bad.size} of {len(x)} examples "
         f"(first at index {bad[0]}); derivatives there are undefined."
       )
-  if policy != "raise" or y is None:
+  if config.nonfinite_targets != "raise" or y is None:
     return
-  targets = y if isinstance(y, Mapping) else {"value": y}
-  if isinstance(y, (tuple, list)):
-    targets = dict(zip(config_lib.TERMS, y, strict=False))
-  for key, value in targets.items():
-    if not isinstance(value, np.ndarray) or not np.issubdtype(
-      value.dtype, np.floating
+  targets = targets_lib.as_dict(y)
+  for k in config.active_orders:
+    for key in (
+      config_lib.term_key(k),
+      targets_lib.DIRECTIONAL.get(k),
+      targets_lib.DIRECTIONS.get(k),
     ):
-      continue
-    if value.ndim == 0 or len(value) == 0:
-      continue
-    finite = np.isfinite(value.reshape(len(value), -1)).all(axis=1)
-    if not finite.all():
-      bad = np.flatnonzero(~finite)
-      raise ValueError(
-        f"Target {argument}[{key!r}] holds NaN or Inf in {bad.size} of "
-        f"{finite.size} examples (first at index {bad[0]}). Clean the "
-        "data or pass nonfinite_targets='drop' (skip those examples) or "
-        "'missing' (skip those entries) to SobolevModel."
-      )
+      _check_finite(targets, key, targets_lib.MASKS[k], argument)
+
+
+def _check_finite(targets, key, mask_key, argument) -> None:
+  value = targets.get(key)
+  if not isinstance(value, np.ndarray) or not np.issubdtype(
+    value.dtype, np.floating
+  ):
+    return
+  if value.ndim == 0 or len(value) == 0:
+    return
+  finite = np.isfinite(value)
+  mask = targets.get(mask_key)
+  if (
+    key != mask_key
+    and isinstance(mask, np.ndarray)
+    and mask.shape == value.shape
+  ):
+    finite |= mask == 0
+  finite = finite.reshape(len(value), -1).all(axis=1)
+  if not finite.all():
+    bad = np.flatnonzero(~finite)
+    raise ValueError(
+      f"Target {argument}[{key!r}] holds NaN or Inf in {bad.size} of "
+      f"{finite.size} examples (first at index {bad[0]}). Clean the "
+      "data or pass nonfinite_targets='drop' (skip those examples) or "
+      "'missing' (skip those entries) to SobolevModel."
+    )

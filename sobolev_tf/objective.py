@@ -218,16 +218,15 @@ class SobolevObjective:
     return self._losses(x, y, terms, predictions, targets_finite, training)
 
   def _estimate(self, fn, x, terms, teacher, seed, derivative_scale):
-    """The estimator's output and predictions, unscaled again."""
-    if derivative_scale is None:
-      return self._estimator(
-        self.transformed(fn),
-        x,
-        terms,
-        None if teacher is None else self.transformed(teacher),
-        seed,
-      )
-    scale = tf.stop_gradient(tf.cast(derivative_scale, tf.float32))
+    """The estimator's output and predictions, in the output's dtype.
+
+    Derivatives come in the input's dtype (a float64 batch for a float32
+    model, float16 under a half-precision input); the losses compare them
+    in the output's, which is float32 under a mixed-precision policy.
+    """
+    scale = None
+    if derivative_scale is not None:
+      scale = tf.stop_gradient(tf.cast(derivative_scale, tf.float32))
     y, predictions = self._estimator(
       self.transformed(fn, scale),
       x,
@@ -235,6 +234,9 @@ class SobolevObjective:
       None if teacher is None else self.transformed(teacher, scale),
       seed,
     )
+    predictions = {k: tf.cast(v, y.dtype) for k, v in predictions.items()}
+    if scale is None:
+      return y, predictions
     unscale = lambda t: t / tf.cast(scale, t.dtype)  # noqa: E731
     if teacher is not None:
       for term in terms.values():

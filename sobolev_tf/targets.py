@@ -88,12 +88,15 @@ class Term:
 
 
 def as_dict(y) -> Optional[Dict[str, tf.Tensor]]:
-  """`y` as a dict by key: a bare tensor is the value, a tuple is ordered."""
+  """`y` as a dict by key: a bare tensor is the value, a tuple is ordered.
+
+  A list is an array-like value (`[[2.0], [3.0]]`), not a tuple of terms.
+  """
   if y is None:
     return None
   if isinstance(y, Mapping):
     return dict(y)
-  if isinstance(y, (tuple, list)):
+  if isinstance(y, tuple):
     if len(y) > len(config_lib.TERMS):
       raise ValueError(
         "Received a target tuple of length "
@@ -422,30 +425,26 @@ def mask_nonfinite(
   Raises:
     ValueError: eagerly under `raise`, for a non-finite target.
   """
+  counts = {key: _counted_finite(term) for key, term in terms.items()}
+  for term in terms.values():
+    # tf.where, not a product: zero times NaN is still NaN (a NaN under a
+    # zero mask must not reach the loss either).
+    term.target = tf.where(
+      tf.math.is_finite(term.target), term.target, tf.zeros_like(term.target)
+    )
   if policy == "raise":
-    finite = [
-      tf.reduce_all(tf.math.is_finite(t.target)) for t in terms.values()
-    ] + [
-      tf.reduce_all(t.directions_finite)
-      for t in terms.values()
-      if t.directions_finite is not None
-    ]
+    finite = [tf.reduce_all(is_finite) for is_finite in counts.values()]
     finite = tf.reduce_all(tf.stack(finite)) if finite else tf.constant(True)
     if tf.executing_eagerly() and not bool(finite):
       raise ValueError(
-        f"Targets {_nonfinite_keys(terms)} hold NaN or Inf. Clean the data, "
-        "or pass nonfinite_targets='drop' (skip such examples) or 'missing' "
-        "(skip such entries)."
+        f"Targets {_nonfinite_keys(terms, counts)} hold NaN or Inf. Clean the "
+        "data, or pass nonfinite_targets='drop' (skip such examples) or "
+        "'missing' (skip such entries)."
       )
     return terms, finite
   keep = None
-  for term in terms.values():
-    is_finite = tf.math.is_finite(term.target)
-    if term.directions_finite is not None:
-      is_finite &= _along_directions(term)
-    # tf.where, not a product: zero times NaN is still NaN.
-    term.target = tf.where(is_finite, term.target, tf.zeros_like(term.target))
-    entry = tf.cast(is_finite, tf.float32)
+  for key, term in terms.items():
+    entry = tf.cast(counts[key], tf.float32)
     if policy == "missing":
       term.mask = entry if term.mask is None else term.mask * entry
     else:
@@ -456,15 +455,26 @@ def mask_nonfinite(
   return terms, None
 
 
-def _nonfinite_keys(terms: Dict[str, Term]) -> list:
+def _counted_finite(term: Term) -> tf.Tensor:
+  """Bool per target entry: finite, or masked out (then it never counts)."""
+  is_finite = tf.math.is_finite(term.target)
+  if term.directions_finite is not None:
+    is_finite &= _along_directions(term)
+  if term.mask is not None:
+    is_finite |= tf.equal(term.mask, 0)
+  return is_finite
+
+
+def _nonfinite_keys(terms: Dict[str, Term], counts: Dict[str, tf.Tensor]):
   """The data keys of the targets and directions that hold NaN or Inf."""
   keys = []
-  for term in terms.values():
-    if not np.isfinite(term.target).all():
+  for key, term in terms.items():
+    directions = term.directions_finite
+    if directions is not None and not np.all(directions):
+      keys.append(DIRECTIONS[term.order])
+      continue
+    if not np.all(counts[key]):
       keys.append(term.data_key)
-    if term.directions_finite is not None:
-      if not np.all(term.directions_finite):
-        keys.append(DIRECTIONS[term.order])
   return keys
 
 

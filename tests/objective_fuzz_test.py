@@ -12,7 +12,6 @@ import dataclasses
 import functools
 from typing import Any
 from typing import Optional
-import unittest
 
 from absl.testing import parameterized
 import hypothesis
@@ -326,8 +325,7 @@ class ConfigFuzzTest(tf.test.TestCase, parameterized.TestCase):
 # Targets.
 
 _FLOATS = ("float16", "float32", "float64")
-# Half-precision inputs fail in the objective (see `KnownBugsTest`).
-_INPUT_FLOATS = ("float32", "float64")
+_INPUT_FLOATS = _FLOATS
 
 
 @functools.cache
@@ -697,10 +695,6 @@ def _problems(draw, perturbation: str = ""):
     else:
       shape = (batch,) + out_shape + in_shape * k
       key = TERMS[k]
-      if k and mode == "stochastic":
-        # Projected targets of another dtype than the model's fail (see
-        # `KnownBugsTest`).
-        target_dtype = dtype
     problem.y[key] = rng.normal(size=shape).astype(target_dtype)
     if not plain and mode == "full" and draw(st.booleans()):
       mask_dtype = draw(st.sampled_from(["bool", "int32", "float32"]))
@@ -760,14 +754,22 @@ def _draw_nonfinite(draw, problem):
 
 
 def _nonfinite_keys(problem) -> list:
-  """The active data keys whose arrays hold NaN or Inf."""
-  return [
-    key
-    for key in problem.active_arrays(masks=False)
-    if isinstance(problem.y[key], np.ndarray)
-    and problem.y[key].dtype.kind == "f"
-    and not np.isfinite(problem.y[key]).all()
-  ]
+  """The active data keys whose arrays hold NaN or Inf where they count.
+
+  An entry under a zero mask never counts, NaN or not.
+  """
+  keys = []
+  for key in problem.active_arrays(masks=False):
+    value = problem.y[key]
+    if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+      continue
+    finite = np.isfinite(value)
+    mask = problem.y.get(key + "_mask")
+    if isinstance(mask, np.ndarray) and mask.shape == value.shape:
+      finite |= mask == 0
+    if not finite.all():
+      keys.append(key)
+  return keys
 
 
 def _flat(array: np.ndarray, axes: int = 1) -> np.ndarray:
@@ -812,8 +814,8 @@ def _expected_entries(problem) -> dict:
     return {k: int((finite[k] & counted[k]).sum()) for k in finite}
   keep = np.ones(batch, bool)
   if policy == "drop":
-    for entry_finite in finite.values():
-      keep &= entry_finite.all(axis=1)
+    for key, entry_finite in finite.items():
+      keep &= (entry_finite | ~counted[key]).all(axis=1)
   return {k: int((counted[k] & keep[:, None]).sum()) for k in finite}
 
 
@@ -999,15 +1001,10 @@ class TargetsRegressionTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(missing.entries["d1"], 3 * 2 - 1)
 
 
-class KnownBugsTest(tf.test.TestCase):
-  """Bugs the properties found outside `targets.py` and `config.py`.
+class DtypeAndSeedRegressionTest(tf.test.TestCase):
+  """Bugs the properties found in the objective and estimators, fixed.
 
-  Each test states what issue 13 asks for (finite losses or a `ValueError`
-  that names the argument) and fails today, so the suite's strategies
-  avoid these inputs; when a fix lands, the unexpected success says to
-  drop the `expectedFailure` and widen the strategies (`_INPUT_FLOATS`,
-  the projected targets' dtype in `_problems`, the dataset dtypes in
-  `_fit_calls`).
+  Each input gives finite losses or a `ValueError` that names the argument.
   """
 
   def _assert_finite_or_value_error(self, call):
@@ -1017,7 +1014,6 @@ class KnownBugsTest(tf.test.TestCase):
       return
     self.assertTrue(np.isfinite(losses.total), losses.total)
 
-  @unittest.expectedFailure
   def test_half_precision_input(self):
     # The output is cast to float32 and the derivatives stay float16:
     # InvalidArgumentError in SobolevObjective._losses (AddV2).
@@ -1030,7 +1026,6 @@ class KnownBugsTest(tf.test.TestCase):
       )
     )
 
-  @unittest.expectedFailure
   def test_input_of_another_dtype_than_the_model(self):
     # A float32 Keras model casts a float64 x; its derivatives are float64:
     # InvalidArgumentError in SobolevObjective._losses. `SobolevModel.fit`
@@ -1045,7 +1040,6 @@ class KnownBugsTest(tf.test.TestCase):
       )
     )
 
-  @unittest.expectedFailure
   def test_projected_targets_of_another_dtype(self):
     # InvalidArgumentError in derivatives.project_jacobian (einsum of the
     # float64 target with float32 directions).
@@ -1061,7 +1055,6 @@ class KnownBugsTest(tf.test.TestCase):
       )
     )
 
-  @unittest.expectedFailure
   def test_seed_of_the_wrong_shape(self):
     # InvalidArgumentError from tf.random.stateless_normal.
     objective = objective_lib.SobolevObjective(order=1, mode="stochastic")
@@ -1217,14 +1210,14 @@ def _fit_calls(draw, failure: str = ""):
   source = draw(st.sampled_from(["numpy", "dataset"]))
   if failure == "empty":
     source = "numpy"
-  # NumPy data become float32 in Keras; a dataset keeps the model's dtype
-  # (other dtypes fail in the objective, see `KnownBugsTest`).
-  y = {key: value.astype("float32") for key, value in y.items()}
+  # NumPy data become float32 in Keras; a dataset keeps its own dtype.
+  dtype = draw(st.sampled_from(["float32", "float64"]))
+  y = {key: value.astype(dtype) for key, value in y.items()}
   fit = _Fit(
     options=options,
     in_shape=in_shape,
     out_shape=out_shape,
-    x=rng.normal(size=(batch,) + in_shape).astype("float32"),
+    x=rng.normal(size=(batch,) + in_shape).astype(dtype),
     y=y,
     sample_weight=draw(
       st.sampled_from([None, rng.random(batch).astype("float32")])

@@ -203,6 +203,12 @@ class TermsTest(ObjectiveTestCase):
     as_dict = objective(self.model, self.x, self._order1())
     self.assertAllClose(as_tuple.total, as_dict.total, atol=TIGHT)
 
+  def test_a_list_is_a_value_not_a_tuple_of_terms(self):
+    value = self.targets["value"].numpy()
+    as_list = _plain(order=0)(self.model, self.x, value.tolist())
+    as_array = _plain(order=0)(self.model, self.x, value)
+    self.assertAllClose(as_list.total, as_array.total, atol=TIGHT)
+
   def test_dict_weights_and_losses_equal_sequences(self):
     by_key = _plain(order=1, loss_weights={"d1": 0.5}, losses={"d1": "mae"})
     by_order = _plain(order=1, loss_weights=[1.0, 0.5], losses=["mse", "mae"])
@@ -396,6 +402,16 @@ class NonfiniteTargetsTest(ObjectiveTestCase):
     masked = _plain(order=1)(self.model, self.x, {**self._order1(), **ones})
     plain = _plain(order=1)(self.model, self.x, self._order1())
     self.assertAllClose(masked.total, plain.total, atol=TIGHT)
+
+  def test_nan_under_a_zero_mask_never_counts(self):
+    gappy = self._gappy()
+    masks = {k + "_mask": np.isfinite(v) for k, v in gappy.items()}
+    for policy in ("raise", "drop"):
+      losses = _plain(order=1, nonfinite_targets=policy)(
+        self.model, self.x, {**gappy, **masks}
+      )
+      self.assertTrue(losses.finite)
+      self.assertEqual(losses.entries["d1"], 5 * 6 - 1)
 
   def test_raise_eagerly(self):
     with self.assertRaisesRegex(ValueError, r"\['value', 'd1'\] hold NaN"):
