@@ -30,10 +30,17 @@ quick runs.
 
 Training datasets shuffle, repeat forever and drop the last partial batch;
 evaluation datasets make one pass in file order and keep the partial batch.
-The random crop and flip of element `i` of the repeated stream use the
-stateless seed derived from `(seed, i)`, so a seed fixes every batch; the
-shuffle order is fixed by `seed` together with TensorFlow's global seed
-(`keras.utils.set_random_seed`), if one is set.
+Digits batches come from `input_pipeline.shuffled_batches`, so batch `k`
+depends only on `seed` and `k`. For the tfds datasets, the random crop and
+flip of element `i` of the repeated stream use the stateless seed derived
+from `(seed, i)`; the shuffle order is fixed by `seed` together with
+TensorFlow's global seed (`keras.utils.set_random_seed`), if one is set.
+
+Every loader starts at any global step (`start_step`) and under
+`tf.distribute` (`input_context`): `batch_size` is then the global batch,
+each input pipeline gets its replicas' slices of it, and the batches from
+`start_step` on are those an uninterrupted run sees after it (for the tfds
+datasets by skipping the batches before it).
 
 tfds splits accept tfds slicing, e.g. `split="train[:45000]"` to hold out a
 validation set. Tests run the tfds pipelines offline on the random examples of
@@ -48,6 +55,9 @@ from typing import Tuple
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from sobolev_tf import checks
+from sobolev_tf.tasks import input_pipeline
 
 DATASETS = ("digits", "cifar10", "imagenet2012")
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "imagenet2012": 1000}
@@ -103,13 +113,12 @@ def _check_split(name: str, split: str) -> None:
     )
 
 
-def _check_positive(**values: int) -> None:
-  for key, value in values.items():
-    if not isinstance(value, (int, np.integer)) or value < 1:
-      raise ValueError(
-        f"Received an invalid value for `{key}`, expected a positive "
-        f"integer. Received: {key}={value!r}"
-      )
+def _per_replica(
+  batch_size: int, input_context: Optional[tf.distribute.InputContext]
+) -> int:
+  if input_context is None:
+    return batch_size
+  return input_context.get_per_replica_batch_size(batch_size)
 
 
 def _element_seeds(seed: int, index: tf.Tensor, num: int) -> tf.Tensor:
@@ -130,6 +139,8 @@ def _finish(
   training: bool,
   seed: int,
   shuffle_buffer: int,
+  start_step: int = 0,
+  input_context: Optional[tf.distribute.InputContext] = None,
 ) -> tf.data.Dataset:
   """Shuffles, repeats, preprocesses, batches and prefetches.
 
@@ -137,10 +148,13 @@ def _finish(
     dataset: `(image, label)` examples.
     preprocess: `(image, label, seeds) -> (image, label)`, with `seeds` two
       stateless seeds `[2, 2]` for the element.
-    batch_size: examples per batch.
+    batch_size: examples per batch (the global batch with an
+      `input_context`).
     training: shuffle, repeat and drop the partial batch.
     seed: seed of the shuffle and the per-element seeds.
     shuffle_buffer: size of the shuffle buffer.
+    start_step: first global batch (training only).
+    input_context: keeps this input pipeline's replicas' slices.
 
   Returns:
     The batched dataset.
@@ -153,9 +167,17 @@ def _finish(
     lambda index, example: preprocess(*example, _element_seeds(seed, index, 2)),
     num_parallel_calls=tf.data.AUTOTUNE,
   )
-  return dataset.batch(batch_size, drop_remainder=training).prefetch(
-    tf.data.AUTOTUNE
+  dataset = dataset.batch(
+    _per_replica(batch_size, input_context), drop_remainder=training
   )
+  if training:
+    replicas = input_context.num_replicas_in_sync if input_context else 1
+    dataset = dataset.skip(start_step * replicas)
+  if input_context is not None:
+    dataset = dataset.shard(
+      input_context.num_input_pipelines, input_context.input_pipeline_id
+    )
+  return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 def cifar10(
@@ -164,6 +186,8 @@ def cifar10(
   training: bool,
   seed: int = 0,
   data_dir: Optional[str] = None,
+  start_step: int = 0,
+  input_context: Optional[tf.distribute.InputContext] = None,
 ) -> tf.data.Dataset:
   """CIFAR-10 `(image, label)` batches from tfds.
 
@@ -174,6 +198,8 @@ def cifar10(
       forever and drop the partial batch; otherwise one pass in order.
     seed: seed of the shuffle and the augmentation.
     data_dir: tfds data directory; tfds's default if `None`.
+    start_step: first global batch (training only).
+    input_context: from `strategy.distribute_datasets_from_function`.
 
   Returns:
     Batches of images float32 `[B, 32, 32, 3]`, standardised per channel with
@@ -183,7 +209,7 @@ def cifar10(
     ValueError: if `split` or `batch_size` is invalid.
   """
   _check_split("cifar10", split)
-  _check_positive(batch_size=batch_size)
+  checks.positive_ints(batch_size=batch_size)
   dataset = tfds.load(
     "cifar10",
     split=split,
@@ -207,7 +233,16 @@ def cifar10(
       image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
     return _normalise(image, CIFAR10_MEAN, CIFAR10_STD), label
 
-  return _finish(dataset, preprocess, batch_size, training, seed, 50_000)
+  return _finish(
+    dataset,
+    preprocess,
+    batch_size,
+    training,
+    seed,
+    50_000,
+    start_step,
+    input_context,
+  )
 
 
 def _imagenet_train_image(
@@ -258,6 +293,8 @@ def imagenet2012(
   data_dir: Optional[str] = None,
   manual_dir: Optional[str] = None,
   image_size: int = 224,
+  start_step: int = 0,
+  input_context: Optional[tf.distribute.InputContext] = None,
 ) -> tf.data.Dataset:
   """ImageNet (ILSVRC 2012) `(image, label)` batches from tfds.
 
@@ -277,6 +314,8 @@ def imagenet2012(
     manual_dir: directory holding the ImageNet tar files; tfds's default
       `<data_dir>/downloads/manual` if `None`.
     image_size: side of the square output images.
+    start_step: first global batch (training only).
+    input_context: from `strategy.distribute_datasets_from_function`.
 
   Returns:
     Batches of images float32 `[B, image_size, image_size, 3]`, in [0, 1]
@@ -287,7 +326,7 @@ def imagenet2012(
     ValueError: if `split`, `batch_size` or `image_size` is invalid.
   """
   _check_split("imagenet2012", split)
-  _check_positive(batch_size=batch_size, image_size=image_size)
+  checks.positive_ints(batch_size=batch_size, image_size=image_size)
   dataset = tfds.load(
     "imagenet2012",
     split=split,
@@ -310,7 +349,14 @@ def imagenet2012(
     return tf.ensure_shape(image, [image_size, image_size, 3]), label
 
   return _finish(
-    dataset, preprocess, batch_size, training, seed, _IMAGENET_SHUFFLE_BUFFER
+    dataset,
+    preprocess,
+    batch_size,
+    training,
+    seed,
+    _IMAGENET_SHUFFLE_BUFFER,
+    start_step,
+    input_context,
   )
 
 
@@ -376,6 +422,8 @@ def digits(
   training: bool,
   seed: int = 0,
   test_fraction: float = 0.25,
+  start_step: int = 0,
+  input_context: Optional[tf.distribute.InputContext] = None,
 ) -> tf.data.Dataset:
   """scikit-learn digits `(image, label)` batches.
 
@@ -386,6 +434,8 @@ def digits(
       partial batch; otherwise one pass in order.
     seed: seed of the permutations; the split itself does not depend on it.
     test_fraction: fraction of the examples in the test split.
+    start_step: first global batch (training only).
+    input_context: from `strategy.distribute_datasets_from_function`.
 
   Returns:
     Batches of images float32 `[B, 8, 8, 1]`, standardised with the train
@@ -395,30 +445,15 @@ def digits(
     ValueError: if `split`, `batch_size` or `test_fraction` is invalid.
   """
   _check_split("digits", split)
-  _check_positive(batch_size=batch_size)
+  checks.positive_ints(batch_size=batch_size)
   _check_test_fraction(test_fraction)
   images, labels = _digits_splits(float(test_fraction))[split]
-  images, labels = tf.constant(images), tf.constant(labels)
-  if not training:
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-  # Pass `p` uses the permutation drawn from `(seed, p)`, independent of any
-  # global seed.
-  def permutation(epoch):
-    order = tf.random.experimental.stateless_shuffle(
-      tf.range(tf.shape(labels, out_type=tf.int64)[0]),
-      seed=tf.stack([tf.constant(seed, tf.int64), epoch]),
+  if training:
+    return input_pipeline.shuffled_batches(
+      (images, labels), batch_size, seed, start_step, input_context
     )
-    return tf.data.Dataset.from_tensor_slices(order)
-
-  return (
-    tf.data.Dataset.counter()
-    .flat_map(permutation)
-    .batch(batch_size, drop_remainder=True)
-    .map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
-    .prefetch(tf.data.AUTOTUNE)
-  )
+  dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+  return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 _LOADERS = {"digits": digits, "cifar10": cifar10, "imagenet2012": imagenet2012}
@@ -437,11 +472,13 @@ def load(
   Args:
     name: one of `DATASETS`.
     split: a split of that dataset, see `SPLITS`.
-    batch_size: examples per batch.
+    batch_size: examples per batch (the global batch with an
+      `input_context`).
     training: augment, shuffle, repeat and drop the partial batch.
     seed: seed of the shuffle and the augmentation.
-    **kwargs: further arguments of the dataset's loader, e.g. `data_dir`,
-      `manual_dir`, `image_size` or `test_fraction`.
+    **kwargs: further arguments of the dataset's loader: `start_step` and
+      `input_context` for any, and e.g. `data_dir`, `manual_dir`,
+      `image_size` or `test_fraction`.
 
   Returns:
     The loader's dataset.
