@@ -6,10 +6,13 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from launch import loop
 from sobolev_tf import derivatives
 from sobolev_tf import testing
 from sobolev_tf.layers import atari
 from sobolev_tf.tasks import distillation
+
+testing.configure_logical_cpus(2)
 
 
 def _teacher(num_actions=4):
@@ -198,6 +201,34 @@ class TaskTest(tf.test.TestCase):
     self.assertEqual(
       task.finish("ram://distillation_task", True), {"scores": []}
     )
+
+  def test_two_replicas_match_one(self):
+    # Regular distillation draws no directions: its weights on two replicas
+    # are those of one device, up to float rounding.
+    teacher, recording = _recording()
+    path = "ram://distillation_replicas/teacher.npz"
+    atari.save_weights(teacher, path)
+    students = []
+    for strategy, name in (
+      (tf.distribute.get_strategy(), "one"),
+      (testing.mirrored_strategy(), "two"),
+    ):
+      task = distillation.DistillationTask(
+        distillation.RunConfig(
+          "breakout", 1.0, "regular", seed=0, steps=6, batch_size=8
+        ),
+        path,
+        recording,
+      )
+      loop.run(
+        task,
+        strategy,
+        f"ram://distillation_replicas/{name}",
+        loop.Settings(steps_per_execution=3),
+      )
+      students.append(task.distiller.student.variables)
+    for a, b in zip(*students, strict=True):
+      self.assertAllClose(a, b, rtol=1e-4, atol=1e-6)
 
   def test_regular_has_no_sobolev_term(self):
     self.assertEqual(
