@@ -247,6 +247,107 @@ def _steps_until(step: int, every: int) -> int:
   return every - step % every
 
 
+class _Run:
+  """One run's checkpoints, evaluations and summaries, for `run`.
+
+  Made after the task is built: restores its latest checkpoint and the
+  evaluations up to that step, and opens the chief's summary writer.
+  """
+
+  def __init__(
+    self,
+    task: base.Task,
+    strategy: tf.distribute.Strategy,
+    run_dir: str,
+    settings: Settings,
+  ):
+    self.task = task
+    self.settings = settings
+    self.chief = common.is_chief(strategy)
+    self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+    checkpoint_dir = os.path.join(run_dir, "checkpoints")
+    self.checkpointer = Checkpointer(
+      tf.train.Checkpoint(
+        **task.checkpoint_items(), train_seconds=self.seconds
+      ),
+      checkpoint_dir,
+      chief=self.chief,
+      worker=common.task_id(strategy),
+    )
+    self.checkpointer.restore()
+    self.step = int(task.step_counter.numpy())
+    self.evaluations = _Evaluations(checkpoint_dir, self.chief)
+    self.evaluations.restore(self.step)
+    self.writer = (
+      tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
+      if self.chief
+      else tf.summary.create_noop_writer()
+    )
+    with self.writer.as_default():
+      hparams_api.hparams(task.hparams(), trial_id=task.run_id)
+    self.checkpoint_every = max(
+      1, task.num_steps // settings.checkpoints_per_run
+    )
+
+  def _count(self) -> int:
+    """Steps of the next execution: up to a checkpoint, evaluation or end."""
+    count = min(
+      self.settings.steps_per_execution,
+      _steps_until(self.step, self.checkpoint_every),
+      self.task.num_steps - self.step,
+    )
+    if self.settings.eval_every:
+      count = min(count, _steps_until(self.step, self.settings.eval_every))
+    return count
+
+  def train(self, train: TrainFn) -> None:
+    """Trains to the end: executions, summaries, evaluations, checkpoints."""
+    while self.step < self.task.num_steps:
+      count = self._count()
+      start = time.perf_counter()
+      logs = train(count)
+      elapsed = time.perf_counter() - start
+      self.seconds.assign_add(elapsed)
+      new_step = int(self.task.step_counter.numpy())
+      if new_step != self.step + count:
+        raise RuntimeError(
+          f"A training step must advance the step counter by one: it went "
+          f"from {self.step} to {new_step} in {count} steps."
+        )
+      self.step = new_step
+      logs["steps_per_second"] = count / elapsed
+      _write_scalars(self.writer, "train", logs, self.step)
+      every = self.settings.eval_every
+      if every and self.step % every == 0 and self.step < self.task.num_steps:
+        self._evaluate()
+      if (
+        self.step % self.checkpoint_every == 0
+        or self.step == self.task.num_steps
+      ):
+        self.checkpointer.save(self.step)
+
+  def _evaluate(self) -> Dict[str, float]:
+    metrics = self.task.evaluate()
+    _write_scalars(self.writer, "eval", metrics, self.step)
+    if self.settings.eval_every:
+      self.evaluations.add({"step": self.step, **metrics})
+    return metrics
+
+  def finish(self, run_dir: str) -> Dict[str, Any]:
+    """Evaluates the trained task and makes its record."""
+    metrics = self._evaluate()
+    with self.writer.as_default(step=self.step):
+      for name, image in self.task.summary_images().items():
+        tf.summary.image(f"eval/{name}", image)
+    self.writer.close()
+    record = self.task.record(metrics)
+    if self.settings.eval_every:
+      record["curve"] = self.evaluations.points
+    record.update(self.task.finish(run_dir, self.chief))
+    record["train_seconds"] = round(float(self.seconds.numpy()), 2)
+    return record
+
+
 def run(
   task: base.Task,
   strategy: tf.distribute.Strategy,
@@ -271,75 +372,13 @@ def run(
     RuntimeError: if the task's step does not advance its `step_counter`
       by one per step, or no existing checkpoint can be read.
   """
-  chief = common.is_chief(strategy)
   task.check_strategy(strategy)
   with strategy.scope():
     task.build()
-  seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-  checkpoint_dir = os.path.join(run_dir, "checkpoints")
-  checkpointer = Checkpointer(
-    tf.train.Checkpoint(**task.checkpoint_items(), train_seconds=seconds),
-    checkpoint_dir,
-    chief=chief,
-    worker=common.task_id(strategy),
-  )
-  checkpointer.restore()
-  step = int(task.step_counter.numpy())
-  evaluations = _Evaluations(checkpoint_dir, chief)
-  evaluations.restore(step)
-  writer = (
-    tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
-    if chief
-    else tf.summary.create_noop_writer()
-  )
-  with writer.as_default():
-    hparams_api.hparams(task.hparams(), trial_id=task.run_id)
-  checkpoint_every = max(1, task.num_steps // settings.checkpoints_per_run)
-  train = (
-    _trainer(task, strategy, step, settings) if step < task.num_steps else None
-  )
-  while step < task.num_steps:
-    count = min(
-      settings.steps_per_execution,
-      _steps_until(step, checkpoint_every),
-      task.num_steps - step,
-    )
-    if settings.eval_every:
-      count = min(count, _steps_until(step, settings.eval_every))
-    start = time.perf_counter()
-    logs = train(count)
-    elapsed = time.perf_counter() - start
-    seconds.assign_add(elapsed)
-    new_step = int(task.step_counter.numpy())
-    if new_step != step + count:
-      raise RuntimeError(
-        f"A training step must advance the step counter by one: it went "
-        f"from {step} to {new_step} in {count} steps."
-      )
-    step = new_step
-    _write_scalars(
-      writer, "train", {**logs, "steps_per_second": count / elapsed}, step
-    )
-    if settings.eval_every and step % settings.eval_every == 0:
-      if step < task.num_steps:
-        metrics = task.evaluate()
-        _write_scalars(writer, "eval", metrics, step)
-        evaluations.add({"step": step, **metrics})
-    if step % checkpoint_every == 0 or step == task.num_steps:
-      checkpointer.save(step)
-  metrics = task.evaluate()
-  _write_scalars(writer, "eval", metrics, step)
-  with writer.as_default(step=step):
-    for name, image in task.summary_images().items():
-      tf.summary.image(f"eval/{name}", image)
-  writer.close()
-  record = task.record(metrics)
-  if settings.eval_every:
-    evaluations.add({"step": step, **metrics})
-    record["curve"] = evaluations.points
-  record.update(task.finish(run_dir, chief))
-  record["train_seconds"] = round(float(seconds.numpy()), 2)
-  return record
+  state = _Run(task, strategy, run_dir, settings)
+  if state.step < task.num_steps:
+    state.train(_trainer(task, strategy, state.step, settings))
+  return state.finish(run_dir)
 
 
 def run_sweep(

@@ -1,6 +1,12 @@
-"""Argument checks shared by the experiments' modules, in Keras's wording."""
+"""Argument checks shared by the experiments' modules, in Keras's wording.
+
+Each raises `Received an invalid value for `name`, expected <what>.
+Received: name=value` for the first bad value.
+"""
 
 from typing import Any
+from typing import Callable
+from typing import Dict
 
 import numpy as np
 
@@ -9,39 +15,41 @@ def _is_int(value: Any) -> bool:
   return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def positive_ints(**values: Any) -> None:
-  """Raises a `ValueError` naming the first value that is not an int >= 1.
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float, np.number)) and not isinstance(
+    value, bool
+  )
 
-  Args:
-    **values: the arguments to check, by name.
 
-  Raises:
-    ValueError: `Received an invalid value for `name`, expected a positive
-      integer. Received: name=value`.
-  """
+def _check(
+  values: Dict[str, Any], valid: Callable[[Any], bool], expected: str
+) -> None:
   for name, value in values.items():
-    if not _is_int(value) or value < 1:
+    if not valid(value):
       raise ValueError(
-        f"Received an invalid value for `{name}`, expected a positive "
-        f"integer. Received: {name}={value!r}"
+        f"Received an invalid value for `{name}`, expected {expected}. "
+        f"Received: {name}={value!r}"
       )
+
+
+def positive_ints(**values: Any) -> None:
+  """Raises a `ValueError` naming the first value that is not an int >= 1."""
+  _check(values, lambda v: _is_int(v) and v >= 1, "a positive integer")
 
 
 def non_negative_ints(**values: Any) -> None:
-  """Raises a `ValueError` naming the first value that is not an int >= 0.
+  """Raises a `ValueError` naming the first value that is not an int >= 0."""
+  _check(values, lambda v: _is_int(v) and v >= 0, "a non-negative integer")
 
-  Args:
-    **values: the arguments to check, by name.
 
-  Raises:
-    ValueError: naming the argument and the value received.
-  """
-  for name, value in values.items():
-    if not _is_int(value) or value < 0:
-      raise ValueError(
-        f"Received an invalid value for `{name}`, expected a non-negative "
-        f"integer. Received: {name}={value!r}"
-      )
+def positive_numbers(**values: Any) -> None:
+  """Raises a `ValueError` naming the first value that is not a number > 0."""
+  _check(values, lambda v: _is_number(v) and v > 0, "a positive number")
+
+
+def non_negative_numbers(**values: Any) -> None:
+  """Raises a `ValueError` naming the first value that is not a number >= 0."""
+  _check(values, lambda v: _is_number(v) and v >= 0, "a non-negative number")
 
 
 def fraction(name: str, value: Any, include_one: bool = False) -> None:
@@ -51,16 +59,9 @@ def fraction(name: str, value: Any, include_one: bool = False) -> None:
     name: the argument's name, for the message.
     value: the value to check.
     include_one: whether 1 is allowed.
-
-  Raises:
-    ValueError: naming the argument and the value received.
   """
-  number = isinstance(value, (int, float, np.number)) and not isinstance(
-    value, bool
+  _check(
+    {name: value},
+    lambda v: _is_number(v) and (0 < v < 1 or (include_one and v == 1)),
+    "a number in (0, 1]" if include_one else "a number in (0, 1)",
   )
-  if not number or not (0 < value < 1 or (include_one and value == 1)):
-    interval = "(0, 1]" if include_one else "(0, 1)"
-    raise ValueError(
-      f"Received an invalid value for `{name}`, expected a number in "
-      f"{interval}. Received: {name}={value!r}"
-    )

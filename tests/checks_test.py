@@ -30,6 +30,21 @@ class ChecksTest(tf.test.TestCase, parameterized.TestCase):
     ):
       checks.non_negative_ints(seed=value)
 
+  @parameterized.parameters(0, -1e-9, float("nan"), "1", True)
+  def test_positive_numbers(self, value):
+    with self.assertRaisesRegex(
+      ValueError, f"positive number. Received: rate={value!r}"
+    ):
+      checks.positive_numbers(other=1e-9, rate=value)
+
+  @parameterized.parameters(-1, float("nan"), None)
+  def test_non_negative_numbers(self, value):
+    with self.assertRaisesRegex(
+      ValueError, f"non-negative number. Received: weight={value!r}"
+    ):
+      checks.non_negative_numbers(weight=value)
+    checks.non_negative_numbers(weight=0.0)
+
   @parameterized.parameters(
     (0.0, False), (1.0, False), (1.5, True), (-0.1, True), ("0.5", True)
   )

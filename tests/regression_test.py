@@ -161,7 +161,10 @@ class RegressionTaskTest(tf.test.TestCase):
   def test_batch_must_divide_among_replicas(self):
     task = regression.RegressionTask(_config(batch_size=7))
     with self.assertRaisesRegex(
-      ValueError, "here 7 for booth.*2 replicas of MirroredStrategy"
+      ValueError,
+      r"batch of booth-d2-n16-sobolev-s0, capped at its training size\) "
+      r"must divide among the 2 replicas of MirroredStrategy. Received: "
+      r"batch_size=7",
     ):
       task.check_strategy(testing.mirrored_strategy())
     # Capped at the training size, 16 divides.

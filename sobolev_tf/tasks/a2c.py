@@ -85,12 +85,12 @@ class Config:
         "Received an invalid value for `discount`, expected a number in "
         f"[0, 1]. Received: discount={self.discount}"
       )
-    for name in ("learning_rate", "max_grad_norm"):
-      if not getattr(self, name) > 0:
-        raise ValueError(
-          f"Received an invalid value for `{name}`, expected a positive "
-          f"number. Received: {name}={getattr(self, name)}"
-        )
+    checks.positive_numbers(
+      learning_rate=self.learning_rate, max_grad_norm=self.max_grad_norm
+    )
+    checks.non_negative_numbers(
+      value_weight=self.value_weight, entropy_weight=self.entropy_weight
+    )
 
   @property
   def frames_per_update(self) -> int:

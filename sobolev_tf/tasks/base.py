@@ -33,6 +33,26 @@ from sobolev_tf import checks
 HParamValue = Union[bool, int, float, str]
 
 
+def check_global_batch(
+  batch_size: int, strategy: tf.distribute.Strategy, what: str = ""
+) -> None:
+  """Raises a `ValueError` unless `batch_size` divides among the replicas.
+
+  Args:
+    batch_size: the global batch.
+    strategy: the strategy the task runs under.
+    what: what the batch is, when it is not `--batch_size` itself.
+  """
+  replicas = strategy.num_replicas_in_sync
+  if batch_size % replicas:
+    what = f" ({what})" if what else ""
+    raise ValueError(
+      f"Received an invalid value for `batch_size`: the global batch{what} "
+      f"must divide among the {replicas} replicas of "
+      f"{type(strategy).__name__}. Received: batch_size={batch_size}"
+    )
+
+
 class Task(abc.ABC):
   """One training run of an experiment.
 

@@ -138,12 +138,8 @@ class Config:
 
   def __post_init__(self):
     checks.positive_ints(num_actions=self.num_actions)
-    if not self.derivative_weight >= 0 or not self.learning_rate > 0:
-      raise ValueError(
-        "Expected a non-negative `derivative_weight` and a positive "
-        f"`learning_rate`. Received: derivative_weight="
-        f"{self.derivative_weight}, learning_rate={self.learning_rate}"
-      )
+    checks.non_negative_numbers(derivative_weight=self.derivative_weight)
+    checks.positive_numbers(learning_rate=self.learning_rate)
 
 
 class Distiller:
@@ -250,6 +246,8 @@ class RunConfig:
       )
     checks.fraction("fraction", self.fraction, include_one=True)
     checks.positive_ints(steps=self.steps, batch_size=self.batch_size)
+    checks.positive_numbers(learning_rate=self.learning_rate)
+    checks.non_negative_numbers(derivative_weight=self.derivative_weight)
     checks.non_negative_ints(
       seed=self.seed, play_episodes=self.play_episodes, play_seed=self.play_seed
     )
@@ -310,13 +308,7 @@ class DistillationTask(base.DatasetTask):
 
   def check_strategy(self, strategy: tf.distribute.Strategy) -> None:
     """The global batch must divide among the replicas."""
-    replicas = strategy.num_replicas_in_sync
-    if self.config.batch_size % replicas:
-      raise ValueError(
-        f"Received an invalid value for `batch_size`: it must divide among "
-        f"the {replicas} replicas of {type(strategy).__name__}. Received: "
-        f"batch_size={self.config.batch_size}"
-      )
+    base.check_global_batch(self.config.batch_size, strategy)
 
   def hparams(self) -> Dict[str, base.HParamValue]:
     """Every setting of the run but the play seed."""

@@ -36,11 +36,11 @@ flip of element `i` of the repeated stream use the stateless seed derived
 from `(seed, i)`; the shuffle order is fixed by `seed` together with
 TensorFlow's global seed (`keras.utils.set_random_seed`), if one is set.
 
-Every loader starts at any global step (`start_step`) and under
+`load` starts any of them at a global step (`start_step`) and under
 `tf.distribute` (`input_context`): `batch_size` is then the global batch,
 each input pipeline gets its replicas' slices of it, and the batches from
-`start_step` on are those an uninterrupted run sees after it (for the tfds
-datasets by skipping the batches before it).
+`start_step` on are those an uninterrupted run sees after it (digits
+without reading the batches before it; the tfds datasets by skipping them).
 
 tfds splits accept tfds slicing, e.g. `split="train[:45000]"` to hold out a
 validation set. Tests run the tfds pipelines offline on the random examples of
@@ -113,14 +113,6 @@ def _check_split(name: str, split: str) -> None:
     )
 
 
-def _per_replica(
-  batch_size: int, input_context: Optional[tf.distribute.InputContext]
-) -> int:
-  if input_context is None:
-    return batch_size
-  return input_context.get_per_replica_batch_size(batch_size)
-
-
 def _element_seeds(seed: int, index: tf.Tensor, num: int) -> tf.Tensor:
   """`num` stateless seeds `[num, 2]` for element `index` of the stream."""
   element_seed = tf.stack([tf.constant(seed, tf.int64), index])
@@ -139,8 +131,6 @@ def _finish(
   training: bool,
   seed: int,
   shuffle_buffer: int,
-  start_step: int = 0,
-  input_context: Optional[tf.distribute.InputContext] = None,
 ) -> tf.data.Dataset:
   """Shuffles, repeats, preprocesses, batches and prefetches.
 
@@ -148,13 +138,10 @@ def _finish(
     dataset: `(image, label)` examples.
     preprocess: `(image, label, seeds) -> (image, label)`, with `seeds` two
       stateless seeds `[2, 2]` for the element.
-    batch_size: examples per batch (the global batch with an
-      `input_context`).
+    batch_size: examples per batch.
     training: shuffle, repeat and drop the partial batch.
     seed: seed of the shuffle and the per-element seeds.
     shuffle_buffer: size of the shuffle buffer.
-    start_step: first global batch (training only).
-    input_context: keeps this input pipeline's replicas' slices.
 
   Returns:
     The batched dataset.
@@ -167,17 +154,22 @@ def _finish(
     lambda index, example: preprocess(*example, _element_seeds(seed, index, 2)),
     num_parallel_calls=tf.data.AUTOTUNE,
   )
-  dataset = dataset.batch(
-    _per_replica(batch_size, input_context), drop_remainder=training
+  return dataset.batch(batch_size, drop_remainder=training).prefetch(
+    tf.data.AUTOTUNE
   )
+
+
+def _cifar10_preprocess(image, label, seeds, training: bool):
+  """Scales, pads 4, crops and flips (when training) and standardises."""
+  image = tf.image.convert_image_dtype(image, tf.float32)  # [32, 32, 3]
   if training:
-    replicas = input_context.num_replicas_in_sync if input_context else 1
-    dataset = dataset.skip(start_step * replicas)
-  if input_context is not None:
-    dataset = dataset.shard(
-      input_context.num_input_pipelines, input_context.input_pipeline_id
+    padding = _CIFAR10_PADDING
+    image = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+    image = tf.image.stateless_random_crop(
+      image, IMAGE_SHAPES["cifar10"], seed=seeds[0]
     )
-  return dataset.prefetch(tf.data.AUTOTUNE)
+    image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+  return _normalise(image, CIFAR10_MEAN, CIFAR10_STD), label
 
 
 def cifar10(
@@ -186,8 +178,6 @@ def cifar10(
   training: bool,
   seed: int = 0,
   data_dir: Optional[str] = None,
-  start_step: int = 0,
-  input_context: Optional[tf.distribute.InputContext] = None,
 ) -> tf.data.Dataset:
   """CIFAR-10 `(image, label)` batches from tfds.
 
@@ -198,8 +188,6 @@ def cifar10(
       forever and drop the partial batch; otherwise one pass in order.
     seed: seed of the shuffle and the augmentation.
     data_dir: tfds data directory; tfds's default if `None`.
-    start_step: first global batch (training only).
-    input_context: from `strategy.distribute_datasets_from_function`.
 
   Returns:
     Batches of images float32 `[B, 32, 32, 3]`, standardised per channel with
@@ -219,29 +207,9 @@ def cifar10(
     read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
   )
   # 50,000 uint8 images take 150 MB: keep them and shuffle all of them.
-  dataset = dataset.cache()
-  height, width, channels = IMAGE_SHAPES["cifar10"]
-
-  def preprocess(image, label, seeds):
-    image = tf.image.convert_image_dtype(image, tf.float32)  # [32, 32, 3]
-    if training:
-      padding = _CIFAR10_PADDING
-      image = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
-      image = tf.image.stateless_random_crop(
-        image, [height, width, channels], seed=seeds[0]
-      )
-      image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
-    return _normalise(image, CIFAR10_MEAN, CIFAR10_STD), label
-
+  preprocess = functools.partial(_cifar10_preprocess, training=training)
   return _finish(
-    dataset,
-    preprocess,
-    batch_size,
-    training,
-    seed,
-    50_000,
-    start_step,
-    input_context,
+    dataset.cache(), preprocess, batch_size, training, seed, 50_000
   )
 
 
@@ -285,6 +253,16 @@ def _imagenet_eval_image(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
   )
 
 
+def _imagenet_preprocess(image_bytes, label, seeds, training, image_size):
+  """The training or evaluation crop, then the ImageNet normalisation."""
+  if training:
+    image = _imagenet_train_image(image_bytes, seeds, image_size)
+  else:
+    image = _imagenet_eval_image(image_bytes, image_size)
+  image = _normalise(image / 255.0, IMAGENET_MEAN, IMAGENET_STD)
+  return tf.ensure_shape(image, [image_size, image_size, 3]), label
+
+
 def imagenet2012(
   split: str,
   batch_size: int,
@@ -293,8 +271,6 @@ def imagenet2012(
   data_dir: Optional[str] = None,
   manual_dir: Optional[str] = None,
   image_size: int = 224,
-  start_step: int = 0,
-  input_context: Optional[tf.distribute.InputContext] = None,
 ) -> tf.data.Dataset:
   """ImageNet (ILSVRC 2012) `(image, label)` batches from tfds.
 
@@ -314,8 +290,6 @@ def imagenet2012(
     manual_dir: directory holding the ImageNet tar files; tfds's default
       `<data_dir>/downloads/manual` if `None`.
     image_size: side of the square output images.
-    start_step: first global batch (training only).
-    input_context: from `strategy.distribute_datasets_from_function`.
 
   Returns:
     Batches of images float32 `[B, image_size, image_size, 3]`, in [0, 1]
@@ -340,23 +314,11 @@ def imagenet2012(
     },
   )
 
-  def preprocess(image_bytes, label, seeds):
-    if training:
-      image = _imagenet_train_image(image_bytes, seeds, image_size)
-    else:
-      image = _imagenet_eval_image(image_bytes, image_size)
-    image = _normalise(image / 255.0, IMAGENET_MEAN, IMAGENET_STD)
-    return tf.ensure_shape(image, [image_size, image_size, 3]), label
-
+  preprocess = functools.partial(
+    _imagenet_preprocess, training=training, image_size=image_size
+  )
   return _finish(
-    dataset,
-    preprocess,
-    batch_size,
-    training,
-    seed,
-    _IMAGENET_SHUFFLE_BUFFER,
-    start_step,
-    input_context,
+    dataset, preprocess, batch_size, training, seed, _IMAGENET_SHUFFLE_BUFFER
   )
 
 
@@ -465,6 +427,8 @@ def load(
   batch_size: int,
   training: bool,
   seed: int = 0,
+  start_step: int = 0,
+  input_context: Optional[tf.distribute.InputContext] = None,
   **kwargs,
 ) -> tf.data.Dataset:
   """The `(image, label)` batches of a dataset in `DATASETS`.
@@ -476,9 +440,11 @@ def load(
       `input_context`).
     training: augment, shuffle, repeat and drop the partial batch.
     seed: seed of the shuffle and the augmentation.
-    **kwargs: further arguments of the dataset's loader: `start_step` and
-      `input_context` for any, and e.g. `data_dir`, `manual_dir`,
-      `image_size` or `test_fraction`.
+    start_step: first global batch (training only).
+    input_context: from `strategy.distribute_datasets_from_function`: this
+      input pipeline keeps its replicas' slices of every global batch.
+    **kwargs: further arguments of the dataset's loader, e.g. `data_dir`,
+      `manual_dir`, `image_size` or `test_fraction`.
 
   Returns:
     The loader's dataset.
@@ -491,4 +457,25 @@ def load(
       f"Received an invalid value for `name`, expected one of "
       f"{list(DATASETS)}. Received: name={name!r}"
     )
-  return _LOADERS[name](split, batch_size, training, seed=seed, **kwargs)
+  if name == "digits":
+    return digits(
+      split,
+      batch_size,
+      training,
+      seed,
+      start_step=start_step,
+      input_context=input_context,
+      **kwargs,
+    )
+  replicas, per_replica = 1, batch_size
+  if input_context is not None:
+    replicas = input_context.num_replicas_in_sync
+    per_replica = input_context.get_per_replica_batch_size(batch_size)
+  dataset = _LOADERS[name](split, per_replica, training, seed=seed, **kwargs)
+  if training:
+    dataset = dataset.skip(start_step * replicas)
+  if input_context is not None:
+    dataset = dataset.shard(
+      input_context.num_input_pipelines, input_context.input_pipeline_id
+    )
+  return dataset

@@ -16,6 +16,19 @@ import tensorflow as tf
 from sobolev_tf import checks
 
 
+def _check(data: Any, batch_size: int, start_step: int) -> int:
+  """The number of examples of `data`, after checking the arguments."""
+  lengths = {len(array) for array in tf.nest.flatten(data)}
+  if len(lengths) != 1 or 0 in lengths:
+    raise ValueError(
+      "Expected `data` to hold non-empty arrays of one length. Received "
+      f"lengths: {sorted(lengths)}"
+    )
+  checks.positive_ints(batch_size=batch_size)
+  checks.non_negative_ints(start_step=start_step)
+  return lengths.pop()
+
+
 def shuffled_batches(
   data: Any,
   batch_size: int,
@@ -44,15 +57,7 @@ def shuffled_batches(
       `batch_size` below 1, a negative `start_step`, or a global batch that
       does not divide among the replicas.
   """
-  lengths = {len(array) for array in tf.nest.flatten(data)}
-  if len(lengths) != 1 or 0 in lengths:
-    raise ValueError(
-      "Expected `data` to hold non-empty arrays of one length. Received "
-      f"lengths: {sorted(lengths)}"
-    )
-  (n,) = lengths
-  checks.positive_ints(batch_size=batch_size)
-  checks.non_negative_ints(start_step=start_step)
+  n = _check(data, batch_size, start_step)
   replicas, per_replica = 1, batch_size
   if input_context is not None:
     replicas = input_context.num_replicas_in_sync

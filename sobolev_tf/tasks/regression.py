@@ -107,12 +107,8 @@ class RunConfig:
       test_size=self.test_size,
     )
     checks.non_negative_ints(seed=self.seed)
-    if not self.learning_rate > 0 or not self.derivative_weight >= 0:
-      raise ValueError(
-        "Expected a positive `learning_rate` and a non-negative "
-        f"`derivative_weight`. Received: learning_rate={self.learning_rate}, "
-        f"derivative_weight={self.derivative_weight}"
-      )
+    checks.positive_numbers(learning_rate=self.learning_rate)
+    checks.non_negative_numbers(derivative_weight=self.derivative_weight)
 
   @property
   def run_id(self) -> str:
@@ -376,17 +372,12 @@ class RegressionTask(base.DatasetTask):
     self.model: Optional[model_lib.SobolevModel] = None
 
   def check_strategy(self, strategy: tf.distribute.Strategy) -> None:
-    """The global batch must divide among the replicas."""
-    batch = min(self.config.batch_size, self.config.train_size)
-    replicas = strategy.num_replicas_in_sync
-    if batch % replicas:
-      raise ValueError(
-        f"Received an invalid value for `batch_size`: the global batch "
-        f"(--batch_size capped at the training size, here {batch} for "
-        f"{self.run_id}) must divide among the {replicas} replicas of "
-        f"{type(strategy).__name__}. Received: "
-        f"batch_size={self.config.batch_size}"
-      )
+    """The global batch (capped at the sample) must divide among replicas."""
+    base.check_global_batch(
+      min(self.config.batch_size, self.config.train_size),
+      strategy,
+      f"the batch of {self.run_id}, capped at its training size",
+    )
 
   def hparams(self) -> Dict[str, base.HParamValue]:
     """Every setting of the run but the hidden sizes."""

@@ -108,12 +108,10 @@ class Config:
       )
     checks.positive_ints(num_classes=self.num_classes)
     checks.non_negative_ints(warmup_steps=self.warmup_steps)
-    for name in ("learning_rate", "sg_learning_rate"):
-      if not getattr(self, name) > 0:
-        raise ValueError(
-          f"Received an invalid value for `{name}`, expected a positive "
-          f"number. Received: {name}={getattr(self, name)!r}"
-        )
+    checks.positive_numbers(
+      learning_rate=self.learning_rate, sg_learning_rate=self.sg_learning_rate
+    )
+    checks.non_negative_numbers(gradient_weight=self.gradient_weight)
     if not 1 <= self.num_modules <= len(self.block_channels):
       raise ValueError(
         f"Received an invalid value for `num_modules`, expected 1 to "
@@ -359,22 +357,8 @@ class DecoupledClassifier(snt.Module):
     """
     true_gradients = self._true_gradients(tape, inputs, outputs, losses)
     top_variables = _variables(self.stages[-1])
-    gradients = dict(
-      zip(
-        map(id, top_variables), tape.gradient(loss, top_variables), strict=True
-      )
-    )
-    # A lower stage's gradient is its output's synthetic gradient averaged
-    # over the batch, once the SG modules have warmed up.
-    dtype = outputs[-1].dtype
-    applied = tf.cast(
-      self.optimizer.iterations >= self.config.warmup_steps, dtype
-    )
-    scale = (
-      applied
-      / tf.cast(tf.shape(labels)[0], dtype)
-      * distribute_utils.replica_scale()
-    )
+    gradients = _by_id(top_variables, tape.gradient(loss, top_variables))
+    scale = self._synthetic_scale(tf.shape(labels)[0], outputs[-1].dtype)
     sg_gradients = []
     value_target, gradient_target = losses, true_gradients[-1]
     for index in reversed(range(len(self.sg_modules))):
@@ -394,13 +378,28 @@ class DecoupledClassifier(snt.Module):
           if self.config.variant in ("critic", "sobolev"):
             value_target = self.sg_modules[index](h_split, labels)
       stage_variables = _variables(self.stages[index])
-      stage_gradients = tape.gradient(
-        outputs[index], stage_variables, output_gradients=synthetic * scale
-      )
       gradients.update(
-        zip(map(id, stage_variables), stage_gradients, strict=True)
+        _by_id(
+          stage_variables,
+          tape.gradient(
+            outputs[index], stage_variables, output_gradients=synthetic * scale
+          ),
+        )
       )
     return gradients, sg_gradients
+
+  def _synthetic_scale(self, batch_size: tf.Tensor, dtype: tf.DType):
+    """What a synthetic gradient is multiplied by to train its stage.
+
+    A lower stage's gradient is its output's synthetic gradient averaged
+    over the batch (and the replicas), once the SG modules have warmed up.
+    """
+    applied = tf.cast(
+      self.optimizer.iterations >= self.config.warmup_steps, dtype
+    )
+    return (
+      applied / tf.cast(batch_size, dtype) * distribute_utils.replica_scale()
+    )
 
   def _train_sg_module(
     self,
@@ -463,6 +462,12 @@ def _variables(stage) -> List[tf.Variable]:
   return [v for part in stage for v in part.trainable_variables]
 
 
+def _by_id(
+  variables: List[tf.Variable], gradients: List[tf.Tensor]
+) -> Dict[int, tf.Tensor]:
+  return dict(zip(map(id, variables), gradients, strict=True))
+
+
 class SyntheticGradientsTask(base.DatasetTask):
   """One run of the Table 1 sweep, as a task of `launch/loop.py`.
 
@@ -503,13 +508,7 @@ class SyntheticGradientsTask(base.DatasetTask):
 
   def check_strategy(self, strategy: tf.distribute.Strategy) -> None:
     """The global batch must divide among the replicas."""
-    replicas = strategy.num_replicas_in_sync
-    if self.batch_size % replicas:
-      raise ValueError(
-        f"Received an invalid value for `batch_size`: it must divide among "
-        f"the {replicas} replicas of {type(strategy).__name__}. Received: "
-        f"batch_size={self.batch_size}"
-      )
+    base.check_global_batch(self.batch_size, strategy)
 
   def hparams(self) -> Dict[str, base.HParamValue]:
     """Data set, variant, seed and the training settings."""
