@@ -1,7 +1,8 @@
 """Regression on optimisation benchmark functions (paper Sec. 4.1, Fig. 2-3).
 
-One run fits an MLP to `train_size` uniform samples of a benchmark function
-with one training method and scores it on a fixed held-out sample. Methods:
+One run (`RunConfig`; `RegressionTask` runs it in `launch/loop.py`) fits an
+MLP to `train_size` uniform samples of a benchmark function with one training
+method and scores it on a fixed held-out sample. Methods:
 
 * `regular`: values only (L2).
 * `sobolev`: values and full input gradients (L2 + L2), the paper's method.
