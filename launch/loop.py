@@ -19,8 +19,10 @@ A run started again restores its latest readable checkpoint (a truncated or
 corrupt one is reported, by file, and the one before it is used) and gives
 the task that step: a `DatasetTask`'s dataset starts there, a `HostTask`
 brings its environments there. So a job killed at any moment, SIGKILL
-included, loses at most the steps since the last checkpoint, redoes them
-identically, and ends with the weights and numbers of a job never killed.
+included, loses at most the steps since the last checkpoint, redoes them,
+and ends with the weights and numbers of a job never killed: bit for bit
+under `--deterministic` (TensorFlow's op determinism); without it, oneDNN's
+convolution kernels may round differently in the restarted process.
 
 Why not `keras.Model.fit`: Keras 3 `fit` does not run under
 `MultiWorkerMirroredStrategy` (it reduces its scalar logs with

@@ -123,6 +123,7 @@ class KilledTest(tf.test.TestCase):
         "--play_episodes=1",
         "--checkpoints_per_run=4",
         "--steps_per_execution=5",
+        "--deterministic",
       ],
       straight,
       killed,

@@ -133,6 +133,7 @@ class KilledTest(tf.test.TestCase):
       "--batch_size=8",
       "--test_size=200",
       "--checkpoints_per_run=4",
+      "--deterministic",
     ]
     straight = tempfile.mkdtemp(dir=self.get_temp_dir())
     killed = tempfile.mkdtemp(dir=self.get_temp_dir())

@@ -89,6 +89,7 @@ class KilledTest(tf.test.TestCase):
         "--channels=4,4,6",
         "--checkpoints_per_run=4",
         "--steps_per_execution=10",
+        "--deterministic",
       ],
       straight,
       killed,

@@ -89,6 +89,7 @@ class KilledTest(tf.test.TestCase):
         "--frames=4000",  # 100 updates
         "--checkpoints_per_run=4",
         "--steps_per_execution=5",
+        "--deterministic",
       ],
       straight,
       killed,
