@@ -94,7 +94,9 @@ def define_common_flags(
     "deterministic": flags.DEFINE_bool(
       "deterministic",
       False,
-      "Enable TensorFlow's op determinism and seed Python, NumPy and "
+      "Enable TensorFlow's op determinism, run one op at a time (some steps, "
+      "the synthetic-gradient one among them, otherwise round differently "
+      "from run to run as concurrent ops race) and seed Python, NumPy and "
       "TensorFlow: the same flags give bit-identical results.",
       **define,
     ),
@@ -208,6 +210,7 @@ def setup(holders: Dict[str, flags.FlagHolder]) -> tf.distribute.Strategy:
   if holders["deterministic"].value:
     keras.utils.set_random_seed(0)
     tf.config.experimental.enable_op_determinism()
+    tf.config.threading.set_inter_op_parallelism_threads(1)
   if holders["cpu_devices"].value:
     distribute_utils.configure_logical_cpus(holders["cpu_devices"].value)
   return make_strategy(

@@ -21,8 +21,9 @@ the task that step: a `DatasetTask`'s dataset starts there, a `HostTask`
 brings its environments there. So a job killed at any moment, SIGKILL
 included, loses at most the steps since the last checkpoint, redoes them,
 and ends with the weights and numbers of a job never killed: bit for bit
-under `--deterministic` (TensorFlow's op determinism); without it, oneDNN's
-convolution kernels may round differently in the restarted process.
+under `--deterministic`; without it, a step whose concurrent ops round
+differently from run to run (the synthetic-gradient one) does so after a
+restart too.
 
 Why not `keras.Model.fit`: Keras 3 `fit` does not run under
 `MultiWorkerMirroredStrategy` (it reduces its scalar logs with
