@@ -38,8 +38,8 @@ _TINY = [
 
 class InProcessTest(tf.test.TestCase, parameterized.TestCase):
   def test_record_and_distil_end_to_end_on_a_ram_workdir(self):
-    workdir = "ram://distill"
-    teacher = _teacher_file("ram://distill_teacher/teacher.npz")
+    workdir = "ram://launch_distill_test/workdir"
+    teacher = _teacher_file("ram://launch_distill_test/teacher.npz")
     testing.parse_flags(
       distill.FLAGS,
       [
@@ -98,7 +98,7 @@ class InProcessTest(tf.test.TestCase, parameterized.TestCase):
     ("--strategy=gpu", "flag --strategy=gpu"),
   )
   def test_every_flag_is_checked_before_recording(self, argument, message):
-    teacher = _teacher_file("ram://distill_checks/teacher.npz")
+    teacher = _teacher_file("ram://launch_distill_test/checks/teacher.npz")
     with self.assertRaisesRegex(flags.IllegalFlagValueError, message):
       testing.parse_flags(
         distill.FLAGS,

@@ -37,7 +37,7 @@ def _without_time(records):
 
 class InProcessTest(tf.test.TestCase, parameterized.TestCase):
   def test_sweep_writes_every_output_to_a_ram_workdir(self):
-    workdir = "ram://regression_sweep"
+    workdir = "ram://launch_regression_test/workdir"
     testing.parse_flags(regression.FLAGS, [f"--workdir={workdir}", *_TINY])
     regression.main([])
     self.assertLen(_records(workdir), 8)

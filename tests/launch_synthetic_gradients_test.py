@@ -23,7 +23,7 @@ def _records(workdir):
 
 class InProcessTest(tf.test.TestCase, parameterized.TestCase):
   def test_every_variant_end_to_end_on_a_ram_workdir(self):
-    workdir = "ram://synthetic_gradients"
+    workdir = "ram://launch_synthetic_gradients_test/workdir"
     testing.parse_flags(
       synthetic_gradients.FLAGS,
       [f"--workdir={workdir}", *_TINY, "--steps_per_execution=10"],

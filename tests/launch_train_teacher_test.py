@@ -22,7 +22,7 @@ def _records(workdir):
 
 class InProcessTest(tf.test.TestCase, parameterized.TestCase):
   def test_trains_exports_and_evaluates_on_a_ram_workdir(self):
-    workdir = "ram://train_teacher"
+    workdir = "ram://launch_train_teacher_test/workdir"
     # 4 updates of 2 environments × 5 steps × 4 frames.
     testing.parse_flags(
       train_teacher.FLAGS,
