@@ -11,11 +11,11 @@ BENCH_INSTALLED := $(VENV)/.bench-installed
 $(INSTALLED): setup.py requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.txt -e ".[cpu,test,lint,bench]"
+	$(PY) -m pip install --quiet -c requirements.txt -e ".[cpu,experiments,test,lint,bench]"
 	touch $@
 
 $(BENCH_INSTALLED): $(INSTALLED)
-	$(PY) -m pip install --quiet -c requirements.txt -e ".[cpu,bench]"
+	$(PY) -m pip install --quiet -c requirements.txt -e ".[cpu,experiments,bench]"
 	touch $@
 
 demo: $(INSTALLED)

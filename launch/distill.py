@@ -15,24 +15,29 @@ r"""Atari policy distillation, regular against Sobolev (paper Sec. 4.2, Fig. 4).
 4. Plays every trained student in the game for `--play_episodes` episodes
    (sampling from its policy), and the teacher and a uniformly random policy
    once, all from the same seeded starts (`play_reference.json`).
-5. Writes `results.jsonl`, `table.md` (final test error, KL and game score,
-   mean ± std over seeds, with the teacher's and random play's scores),
-   `figure4.png` (learning curves, one column per fraction) and per-run
-   TensorBoard logs.
+5. Writes `config.json` (every flag), `results.jsonl`, `table.md` (final
+   test error, KL and game score, mean ± std over seeds, with the teacher's
+   and random play's scores), `figure4.png` (learning curves, one column
+   per fraction) and per-run TensorBoard logs (`train/`: the loss and its
+   terms; `eval/`: test error and KL; the run's settings for the HParams
+   dashboard).
 
-Started again with the same workdir, it keeps the recording and the
-finished runs and redoes only the run that was interrupted (runs are short;
-they are not checkpointed inside).
+Every flag, the game and the teacher's weights are checked before anything
+is recorded or trained. Students train in `launch/loop.py`: batches of
+their share of the states from a stateless shuffle keyed by seed and step,
+checkpoints (`--checkpoints_per_run`), any `--strategy`. Started again with
+the same workdir, a sweep keeps the recording and the finished runs and
+resumes the interrupted one from its last checkpoint, ending with the
+numbers of a run never interrupted.
 """
 
+import io
 import json
 import os
-import time
 from typing import Any
 from typing import Dict
 from typing import List
 
-from absl import app
 from absl import flags
 import matplotlib
 
@@ -42,32 +47,63 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from launch import common  # noqa: E402
+from launch import loop  # noqa: E402
+from sobolev_tf import checks  # noqa: E402
 from sobolev_tf.layers import atari  # noqa: E402
-from sobolev_tf.tasks import a2c  # noqa: E402
+from sobolev_tf.tasks import atari_env  # noqa: E402
 from sobolev_tf.tasks import distillation  # noqa: E402
 
-_GAME = flags.DEFINE_string("game", "breakout", "ALE game of the teacher.")
+FLAGS = flags.FlagValues()
+_GAME = flags.DEFINE_string(
+  "game", "breakout", "ALE game of the teacher.", flag_values=FLAGS
+)
 _TEACHER = flags.DEFINE_string(
   "teacher",
   None,
   "Teacher weights (.npz from launch.train_teacher).",
   required=True,
+  flag_values=FLAGS,
 )
 _NUM_STATES = flags.DEFINE_integer(
-  "num_states", 10_000, "States to record (the paper recorded 100,000)."
+  "num_states",
+  10_000,
+  "States to record (the paper recorded 100,000).",
+  lower_bound=1,
+  flag_values=FLAGS,
 )
-_NUM_ENVS = flags.DEFINE_integer("num_envs", 16, "Environments to record.")
+_NUM_ENVS = flags.DEFINE_integer(
+  "num_envs", 16, "Environments to record.", lower_bound=1, flag_values=FLAGS
+)
 _TEST_FRACTION = flags.DEFINE_float(
-  "test_fraction", 0.2, "Share of the episodes held out for testing."
+  "test_fraction",
+  0.2,
+  "Share of the episodes held out for testing, in (0, 1).",
+  flag_values=FLAGS,
 )
 _FRACTIONS = flags.DEFINE_list(
-  "fractions", ["0.01", "0.1", "0.5", "1.0"], "Training fractions."
+  "fractions",
+  ["0.01", "0.1", "0.5", "1.0"],
+  "Training fractions, each in (0, 1].",
+  flag_values=FLAGS,
 )
-_METHODS = flags.DEFINE_list("methods", ["regular", "sobolev"], "Methods.")
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per cell.")
-_STEPS = flags.DEFINE_integer("steps", 2000, "Training steps per run.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Batch size.")
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Adam step size.")
+_METHODS = flags.DEFINE_list(
+  "methods",
+  list(distillation.METHODS),
+  f"Methods, among {list(distillation.METHODS)}.",
+  flag_values=FLAGS,
+)
+_SEEDS = flags.DEFINE_integer(
+  "seeds", 3, "Seeds per cell.", lower_bound=1, flag_values=FLAGS
+)
+_STEPS = flags.DEFINE_integer(
+  "steps", 2000, "Training steps per run.", lower_bound=1, flag_values=FLAGS
+)
+_BATCH_SIZE = flags.DEFINE_integer(
+  "batch_size", 32, "Global batch size.", lower_bound=1, flag_values=FLAGS
+)
+_LEARNING_RATE = flags.DEFINE_float(
+  "learning_rate", 1e-3, "Adam step size.", flag_values=FLAGS
+)
 _DERIVATIVE_WEIGHT = flags.DEFINE_float(
   "derivative_weight",
   1e6,
@@ -76,60 +112,84 @@ _DERIVATIVE_WEIGHT = flags.DEFINE_float(
   "tiny: 5e-8 to 5e-7 with the shipped teachers, against a KL of 0.01 to "
   "0.4, hence 1e6 to make the two terms comparable. Breakout's low-data "
   "advantage needed 1e7 (docs/RESULTS.md).",
+  lower_bound=0.0,
+  flag_values=FLAGS,
 )
 _EVAL_EVERY = flags.DEFINE_integer(
-  "eval_every", 200, "Steps between test evaluations."
+  "eval_every",
+  200,
+  "Steps between test evaluations (points of the learning curve); 0 "
+  "evaluates at the end only.",
+  lower_bound=0,
+  flag_values=FLAGS,
 )
 _PLAY_EPISODES = flags.DEFINE_integer(
   "play_episodes",
   10,
   "Episodes each student, the teacher and random play (0: no play).",
+  lower_bound=0,
+  flag_values=FLAGS,
 )
-_COMMON = common.define_common_flags()
+_COMMON = common.define_common_flags(FLAGS)
 
 _PLAY_SEED = 1  # Seed of the played games' starts, shared by every player.
-
-_METHOD_WEIGHTS = {"regular": 0.0, "sobolev": None}
-
-
-class RunConfig:
-  """One distillation run."""
-
-  def __init__(self, fraction: float, method: str, seed: int):
-    if method not in _METHOD_WEIGHTS:
-      raise ValueError(
-        f"Received an invalid value for `methods`, expected among "
-        f"{list(_METHOD_WEIGHTS)}. Received: {method!r}"
-      )
-    self.fraction, self.method, self.seed = fraction, method, seed
-    self.run_id = f"{_GAME.value}-f{fraction:g}-{method}-s{seed}"
+_RECORD_SEED = 0  # Seed of the recording's environments and actions.
+_SPLIT_SEED = 0  # Seed of the choice of test episodes.
 
 
-def recording(workdir: str, teacher: atari.AtariTeacher) -> Dict[str, Any]:
-  """The recorded states, made once and kept in the workdir."""
+def _fraction(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    value = 0.0
+  if not 0 < value <= 1:
+    raise ValueError(f"expected numbers in (0, 1], got {text!r}")
+  return value
+
+
+def _teacher_file(path: str) -> str:
+  if not tf.io.gfile.exists(path):
+    raise ValueError(f"no such file: {path!r}")
+  return path
+
+
+common.check_flag(FLAGS, "game", atari_env.check_game)
+common.check_flag(FLAGS, "teacher", _teacher_file)
+common.check_list_flag(FLAGS, "fractions", _fraction)
+common.check_list_flag(
+  FLAGS, "methods", lambda name: common.one_of(name, distillation.METHODS)
+)
+common.check_flag(FLAGS, "learning_rate", common.positive_number)
+common.check_flag(
+  FLAGS,
+  "test_fraction",
+  lambda value: checks.fraction("test_fraction", value),
+)
+
+
+def recording(
+  workdir: str, teacher: atari.AtariTeacher, chief: bool, strategy
+) -> Dict[str, np.ndarray]:
+  """The recorded states, made once by the chief and kept in the workdir."""
   path = os.path.join(workdir, "recording.npz")
-  if os.path.exists(path):
-    with np.load(path, allow_pickle=False) as saved:
-      return {key: saved[key] for key in saved.files}
-  env = a2c.make_atari_env(_GAME.value, _NUM_ENVS.value, seed=0)
-  logits_fn = tf.function(teacher.policy_logits)
-  data = distillation.record(
-    lambda frames: logits_fn(frames).numpy(), env, _NUM_STATES.value
-  )
-  env.close()
-  temporary = path + ".tmp.npz"
-  np.savez_compressed(temporary, **data)
-  os.replace(temporary, path)
-  return data
-
-
-def play(logits_fn) -> List[float]:
-  """Scores of `--play_episodes` games of `a2c.play(logits_fn, ...)`."""
-  # One environment per episode: each plays one whole game.
-  env = a2c.make_atari_env(_GAME.value, _PLAY_EPISODES.value, seed=_PLAY_SEED)
-  scores = a2c.play(logits_fn, env, _PLAY_EPISODES.value, _PLAY_SEED)
-  env.close()
-  return scores
+  if chief and not tf.io.gfile.exists(path):
+    env = atari_env.make_atari_env(
+      _GAME.value, _NUM_ENVS.value, seed=_RECORD_SEED
+    )
+    logits_fn = tf.function(teacher.policy_logits)
+    data = distillation.record(
+      lambda frames: logits_fn(frames).numpy(),
+      env,
+      _NUM_STATES.value,
+      seed=_RECORD_SEED,
+    )
+    env.close()
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **data)
+    common.write_file(path, buffer.getvalue())
+  common.barrier(strategy)  # The other workers read the chief's.
+  with np.load(io.BytesIO(common.read_file(path)), allow_pickle=False) as saved:
+    return {key: saved[key] for key in saved.files}
 
 
 def play_reference(
@@ -137,87 +197,40 @@ def play_reference(
 ) -> Dict[str, List[float]]:
   """The teacher's and random play's scores, measured once per workdir."""
   path = os.path.join(workdir, "play_reference.json")
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
+  if tf.io.gfile.exists(path):
+    return json.loads(common.read_file(path))
   reference = {
-    "teacher": play(tf.function(teacher.policy_logits)),
-    "random": play(None),
+    who: distillation.play_scores(
+      logits_fn, _GAME.value, _PLAY_EPISODES.value, _PLAY_SEED
+    )
+    for who, logits_fn in (
+      ("teacher", tf.function(teacher.policy_logits)),
+      ("random", None),
+    )
   }
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(reference, f)
+  common.write_file(path, json.dumps(reference))
   return reference
 
 
-def run_one(
-  run: RunConfig,
-  run_dir: str,
-  teacher: atari.AtariTeacher,
-  data: Dict[str, np.ndarray],
-  split: tuple,
-) -> Dict[str, Any]:
-  """Trains one student; returns its record with the learning curve."""
-  train, test = split
-  rng = np.random.default_rng(run.seed)
-  count = max(_BATCH_SIZE.value, round(run.fraction * len(train)))
-  chosen = rng.choice(train, min(count, len(train)), replace=False)
-  weight = _METHOD_WEIGHTS[run.method]
-  distiller = distillation.Distiller(
-    distillation.Config(
-      num_actions=data["logits"].shape[-1],
-      derivative_weight=_DERIVATIVE_WEIGHT.value if weight is None else weight,
+def sweep_configs() -> List[distillation.RunConfig]:
+  """Every run of the sweep the flags describe, in order (checked)."""
+  return [
+    distillation.RunConfig(
+      game=_GAME.value,
+      fraction=float(fraction),
+      method=method,
+      seed=seed,
+      steps=_STEPS.value,
+      batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value,
-    ),
-    teacher,
-    seed=run.seed,
-  )
-  step = tf.function(distiller.train_step)
-  student_logits = tf.function(distiller.student)
-  test_frames, test_logits = data["frames"][test], data["logits"][test]
-  writer = tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
-
-  def evaluate():
-    predictions = np.concatenate(
-      [
-        student_logits(test_frames[i : i + 256]).numpy()
-        for i in range(0, len(test_frames), 256)
-      ]
+      derivative_weight=_DERIVATIVE_WEIGHT.value,
+      play_episodes=_PLAY_EPISODES.value,
+      play_seed=_PLAY_SEED,
     )
-    return distillation.policy_metrics(predictions, test_logits)
-
-  curve = []
-  start = time.perf_counter()
-  for index in range(_STEPS.value):
-    batch = rng.choice(chosen, _BATCH_SIZE.value)
-    logs = step(tf.constant(data["frames"][batch]))
-    if (index + 1) % _EVAL_EVERY.value == 0 or index + 1 == _STEPS.value:
-      metrics = evaluate()
-      curve.append({"step": index + 1, **metrics})
-      with writer.as_default(step=index + 1):
-        for name, value in {**logs, **metrics}.items():
-          tf.summary.scalar(name, float(value))
-  writer.close()
-  train_seconds = time.perf_counter() - start
-  scores = play(student_logits) if _PLAY_EPISODES.value else []
-  return {
-    "run_id": run.run_id,
-    "game": _GAME.value,
-    "fraction": run.fraction,
-    "train_states": int(len(chosen)),
-    "method": run.method,
-    "seed": run.seed,
-    **curve[-1],
-    "curve": curve,
-    "train_seconds": round(train_seconds, 2),
-    "scores": scores,
-  }
-
-
-def _score(scores: List[float]) -> str:
-  if not scores:
-    return "–"
-  mean, std = common.mean_and_std(scores)
-  return f"{mean:.1f} ± {std:.1f}"
+    for fraction in _FRACTIONS.value
+    for method in _METHODS.value
+    for seed in range(_SEEDS.value)
+  ]
 
 
 def markdown_table(
@@ -228,13 +241,18 @@ def markdown_table(
   A cell's game score is the mean ± std over seeds of each student's mean
   score; the teacher's and random play's are over their episodes.
   """
-  lines = [
-    "| fraction | states | method | test action error (%) | test KL | "
-    "game score | seeds |",
-    "|---|---|---|---|---|---|---|",
+  header = [
+    "fraction",
+    "states",
+    "method",
+    "test action error (%)",
+    "test KL",
+    "game score",
+    "seeds",
   ]
+  rows = []
   for fraction in sorted({r["fraction"] for r in records}):
-    for method in _METHOD_WEIGHTS:
+    for method in distillation.METHODS:
       group = [
         r
         for r in records
@@ -242,17 +260,22 @@ def markdown_table(
       ]
       if not group:
         continue
-      error = common.mean_and_std([100 * r["action_error"] for r in group])
-      kl = common.mean_and_std([r["kl"] for r in group])
-      score = _score([np.mean(r["scores"]) for r in group if r["scores"]])
-      lines.append(
-        f"| {fraction:g} | {group[0]['train_states']} | {method} | "
-        f"{error[0]:.1f} ± {error[1]:.1f} | {kl[0]:.3f} ± {kl[1]:.3f} | "
-        f"{score} | {len(group)} |"
+      rows.append(
+        [
+          f"{fraction:g}",
+          group[0]["train_states"],
+          method,
+          common.mean_std_cell([100 * r["action_error"] for r in group]),
+          common.mean_std_cell([r["kl"] for r in group], digits=3),
+          common.mean_std_cell(
+            [np.mean(r["scores"]) for r in group if r["scores"]]
+          ),
+          len(group),
+        ]
       )
   for who, scores in reference.items():
-    lines.append(f"| | | {who} | | | {_score(scores)} | |")
-  return "\n".join(lines) + "\n"
+    rows.append(["", "", who, "", "", common.mean_std_cell(scores), ""])
+  return common.markdown_table(header, rows)
 
 
 def figure4(records: List[Dict[str, Any]], path: str) -> None:
@@ -284,71 +307,59 @@ def figure4(records: List[Dict[str, Any]], path: str) -> None:
   for ax in axes[1]:
     ax.set_xlabel("steps")
   figure.tight_layout()
-  figure.savefig(path, dpi=80)
+  common.save_figure(figure, path)
   plt.close(figure)
 
 
-def main(argv):
+def main(argv: List[str]) -> None:
   """Records, distils every cell, writes the table and Figure 4."""
   del argv
   workdir = _COMMON["workdir"].value
   strategy = common.setup(_COMMON)
-  common.require_one_replica(
-    strategy, _COMMON["strategy"].value, "distillation runs on one replica"
+  chief = common.is_chief(strategy)
+  configs = sweep_configs()
+  teacher = atari.load_teacher(
+    _TEACHER.value, atari_env.num_actions(_GAME.value)
   )
-  tf.io.gfile.makedirs(workdir)
-  common.write_config(
-    workdir,
-    {
-      name: flags.FLAGS[name].value
-      for name in (
-        "game",
-        "teacher",
-        "num_states",
-        "test_fraction",
-        "fractions",
-        "methods",
-        "seeds",
-        "steps",
-        "batch_size",
-        "learning_rate",
-        "derivative_weight",
-        "play_episodes",
-      )
-    },
+  if chief:
+    common.write_config(workdir, FLAGS, replicas=strategy.num_replicas_in_sync)
+  data = recording(workdir, teacher, chief, strategy)
+  train, test = distillation.split_by_episode(
+    data["episodes"], _TEST_FRACTION.value, seed=_SPLIT_SEED
   )
-  env = a2c.make_atari_env(_GAME.value, 1)
-  num_actions = int(env.single_action_space.n)
-  env.close()
-  teacher = a2c.load_teacher(_TEACHER.value, num_actions)
-  data = recording(workdir, teacher)
-  reference = play_reference(workdir, teacher) if _PLAY_EPISODES.value else {}
-  split = distillation.split_by_episode(
-    data["episodes"], _TEST_FRACTION.value, seed=0
+  states = distillation.Recording(
+    frames=tf.convert_to_tensor(data["frames"]),
+    logits=data["logits"],
+    train=train,
+    test=test,
   )
-  runs = [
-    RunConfig(float(fraction), method, seed)
-    for fraction in _FRACTIONS.value
-    for method in _METHODS.value
-    for seed in range(_SEEDS.value)
+  tasks = [
+    distillation.DistillationTask(config, _TEACHER.value, states)
+    for config in configs
   ]
-  records = common.run_sweep(
+  records = loop.run_sweep(
     workdir,
-    runs,
-    lambda run, run_dir: run_one(run, run_dir, teacher, data, split),
-    True,
+    strategy,
+    tasks,
+    loop.Settings(
+      steps_per_execution=_COMMON["steps_per_execution"].value,
+      checkpoints_per_run=_COMMON["checkpoints_per_run"].value,
+      eval_every=_EVAL_EVERY.value,
+    ),
     lambda r: (
       f"test action error {100 * r['action_error']:.1f}%, KL {r['kl']:.3f}, "
-      f"game score {_score(r['scores'])}"
+      f"game score {common.mean_std_cell(r['scores'])}"
     ),
   )
+  if not chief:
+    return
+  reference = play_reference(workdir, teacher) if _PLAY_EPISODES.value else {}
   table = markdown_table(records, reference)
-  with open(os.path.join(workdir, "table.md"), "w", encoding="utf-8") as f:
-    f.write(table)
+  common.write_file(os.path.join(workdir, "table.md"), table)
   figure4(records, os.path.join(workdir, "figure4.png"))
   print(table)
   print(f"Figure: {workdir}/figure4.png\nResults: {workdir}/results.jsonl")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run_main(main, FLAGS)

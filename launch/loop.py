@@ -1,63 +1,108 @@
-"""The launchers' training loop: any strategy, checkpoints, summaries, resume.
+"""The launchers' one loop: any task, any strategy, checkpoints, resume.
 
-`SobolevModel.fit` is the library's workflow. The launchers drive training
-with this loop instead, for two reasons:
+`run_sweep` trains every task (`sobolev_tf.tasks.base.Task`) of a sweep
+whose record is not yet in `<workdir>/results.jsonl`; `run` trains one, in
+`<workdir>/runs/<run_id>/`:
 
-* Keras 3 `fit` does not run under `MultiWorkerMirroredStrategy`: it reduces
-  its scalar logs with `strategy.reduce(..., axis=0)`, which fails for
-  scalars (keras-team/keras#20585, tensorflow/tensorflow#72388).
-* Keras 3 `BackupAndRestore` restores the epoch but not the position inside
-  it, and every worker writes the same files.
+* `checkpoints/`: `tf.train.CheckpointManager` checkpoints, written in the
+  pattern TensorFlow documents for several workers (every worker saves, the
+  chief into this directory, the others into a scratch directory they
+  delete; every worker restores the chief's), and the evaluations made so
+  far. Deleted once the run's record is written.
+* `tensorboard/`: the chief's summaries: `train/<log>` after every
+  execution of `--steps_per_execution` steps (with `train/steps_per_second`),
+  `eval/<metric>` at every evaluation, the task's images at the end, and the
+  run's hyperparameters for TensorBoard's HParams dashboard.
+* whatever the task's `finish` writes (a saved model, exported weights).
 
-The loop runs a replica step function with `strategy.run` inside a
-`tf.function`, feeds it from `strategy.distribute_datasets_from_function`,
-and checkpoints with `tf.train.CheckpointManager` in the pattern TensorFlow
-documents for several workers: every worker saves (saving may need
-collectives), the chief into the checkpoint directory, the others into a
-scratch directory they delete; every worker restores from the chief's.
-A run started again restores the latest checkpoint and continues from its
-step, and the dataset function gets that step, so the data position
-continues too: a job killed at any point (SIGTERM or SIGKILL) loses at most
-the steps since the last checkpoint, and redoes them identically.
+A run started again restores its latest readable checkpoint (a truncated or
+corrupt one is reported, by file, and the one before it is used) and gives
+the task that step: a `DatasetTask`'s dataset starts there, a `HostTask`
+brings its environments there. So a job killed at any moment, SIGKILL
+included, loses at most the steps since the last checkpoint, redoes them,
+and ends with the weights and numbers of a job never killed: bit for bit
+under `--deterministic`; without it, a step whose concurrent ops round
+differently from run to run (the synthetic-gradient one) does so after a
+restart too.
+
+Why not `keras.Model.fit`: Keras 3 `fit` does not run under
+`MultiWorkerMirroredStrategy` (it reduces its scalar logs with
+`strategy.reduce(..., axis=0)`, which fails for scalars:
+keras-team/keras#20585, tensorflow/tensorflow#72388), its
+`BackupAndRestore` restores the epoch but not the position inside it, every
+worker writes the same files, and it cannot drive environments.
 """
 
+import dataclasses
+import json
 import os
-import shutil
+import re
 import time
+from typing import Any
 from typing import Callable
 from typing import Dict
 from typing import List
 from typing import Optional
+from typing import Sequence
 
 from absl import logging
+from tensorboard.plugins.hparams import api as hparams_api
 import tensorflow as tf
 
 from launch import common
+from sobolev_tf import checks
+from sobolev_tf.tasks import base
 
-# A replica step: a batch in, scalar logs out.
-StepFn = Callable[..., Dict[str, tf.Tensor]]
-# (input context, first global step) -> per-replica batches.
-DatasetFn = Callable[[tf.distribute.InputContext, int], tf.data.Dataset]
+TrainFn = Callable[[int], Dict[str, float]]
 
 
-def task_id(strategy: tf.distribute.Strategy) -> Optional[int]:
-  """This worker's index in a multi-worker cluster, or `None`."""
-  resolver = getattr(strategy, "cluster_resolver", None)
-  if resolver is None or not resolver.task_type:
-    return None
-  return resolver.task_id
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """How the loop trains each run.
+
+  Attributes:
+    steps_per_execution: steps between logs; for a `DatasetTask`, also the
+      steps per `tf.function` call.
+    checkpoints_per_run: checkpoints written over a run, evenly spaced, the
+      last at its end.
+    eval_every: steps between evaluations during training (each becomes a
+      point of the record's `curve`); 0 evaluates at the end only.
+    jit_compile: compile a `DatasetTask`'s step with XLA.
+  """
+
+  steps_per_execution: int = 50
+  checkpoints_per_run: int = 4
+  eval_every: int = 0
+  jit_compile: bool = False
+
+  def __post_init__(self):
+    checks.positive_ints(
+      steps_per_execution=self.steps_per_execution,
+      checkpoints_per_run=self.checkpoints_per_run,
+    )
+    checks.non_negative_ints(eval_every=self.eval_every)
+
+
+def _checkpoint_paths(directory: str) -> List[str]:
+  """The complete checkpoints in `directory`, newest first."""
+  paths = []
+  for index in tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index")):
+    match = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(index))
+    if match:
+      paths.append((int(match.group(1)), index[: -len(".index")]))
+  return [path for _, path in sorted(paths, reverse=True)]
 
 
 class Checkpointer:
   """Saves and restores a `tf.train.Checkpoint` under any strategy.
 
   Args:
-    checkpoint: what to save, for example
-      `tf.train.Checkpoint(model=model, optimizer=model.optimizer)`.
+    checkpoint: what to save, e.g. `tf.train.Checkpoint(model=model)`.
     directory: the checkpoint directory (the chief's).
     chief: whether this task is the chief.
     worker: this worker's index, names a non-chief's scratch directory.
-    max_to_keep: checkpoints kept in `directory`.
+    max_to_keep: checkpoints kept in `directory`; with 2 or more, a corrupt
+      latest one falls back to the one before.
   """
 
   def __init__(
@@ -78,87 +123,90 @@ class Checkpointer:
     )
 
   def restore(self) -> Optional[str]:
-    """Restores the chief's latest checkpoint; returns its path or `None`."""
-    path = tf.train.latest_checkpoint(self.directory)
-    if path:
-      self.checkpoint.restore(path).assert_existing_objects_matched()
+    """Restores the chief's latest readable checkpoint.
+
+    Checkpoints are tried newest first (found by their files, not by the
+    `checkpoint` state file, which a crash may have left stale): one that
+    fails to read is logged, by path, and the one before it is tried.
+
+    Returns:
+      The path restored, or `None` if the directory has no checkpoint.
+
+    Raises:
+      RuntimeError: if checkpoints exist and none of them can be read; the
+        message names each file and its error.
+    """
+    failures = []
+    for path in _checkpoint_paths(self.directory):
+      try:
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+      # A damaged file raises anything from IndexError ("Read less bytes
+      # than requested") to DataLossError; every one is reported below.
+      except Exception as error:
+        message = str(error).strip().splitlines()[0]
+        logging.warning("Cannot read checkpoint %s: %s", path, message)
+        failures.append(f"{path}: {message}")
+        continue
+      if failures:
+        logging.warning("Restored the earlier checkpoint %s instead.", path)
       logging.info("Restored %s", path)
-    return path
+      return path
+    if failures:
+      raise RuntimeError(
+        "No checkpoint in "
+        f"{self.directory} can be read (delete the directory to start the "
+        "run again):\n" + "\n".join(failures)
+      )
+    return None
 
   def save(self, step: int) -> None:
     """Writes the checkpoint of `step` (a non-chief's is then deleted)."""
     self._manager.save(checkpoint_number=step)
-    if self._scratch:
-      shutil.rmtree(self._scratch, ignore_errors=True)
+    if self._scratch and tf.io.gfile.exists(self._scratch):
+      tf.io.gfile.rmtree(self._scratch)
 
 
-def train(
+class _Evaluations:
+  """The evaluations of a run so far, kept beside its checkpoints."""
+
+  def __init__(self, directory: str, chief: bool):
+    self._path = os.path.join(directory, "evaluations.json")
+    self._chief = chief
+    self.points: List[Dict[str, float]] = []
+
+  def restore(self, step: int) -> None:
+    """Keeps the points up to `step`, the step the run resumes from."""
+    if tf.io.gfile.exists(self._path):
+      saved = json.loads(common.read_file(self._path))
+      self.points = [point for point in saved if point["step"] <= step]
+
+  def add(self, point: Dict[str, float]) -> None:
+    """Adds a point (replacing one of its step); the chief writes them all."""
+    self.points = [p for p in self.points if p["step"] != point["step"]]
+    self.points.append(point)
+    if self._chief:
+      common.write_file(self._path, json.dumps(self.points))
+
+
+def _dataset_trainer(
+  task: base.DatasetTask,
   strategy: tf.distribute.Strategy,
-  step_fn: StepFn,
-  dataset_fn: DatasetFn,
-  step_counter: tf.Variable,
-  num_steps: int,
-  checkpointer: Checkpointer,
-  checkpoint_every: int,
-  steps_per_loop: int = 50,
-  summary_dir: Optional[str] = None,
-  reset_fn: Optional[Callable[[], None]] = None,
-  jit_compile: bool = False,
-) -> List[Dict[str, float]]:
-  """Trains until `step_counter` reaches `num_steps`, resuming if it can.
-
-  Args:
-    strategy: the strategy the model and optimiser were built under.
-    step_fn: one training step on one replica's batch; must advance
-      `step_counter` by one (an optimiser's `iterations` does) and return
-      scalar logs.
-    dataset_fn: `(input_context, start_step)` to the per-replica batches
-      from global step `start_step` on.
-    step_counter: the global step, saved in the checkpoint.
-    num_steps: the step to train to.
-    checkpointer: restores before training and saves every
-      `checkpoint_every` steps and at the end.
-    checkpoint_every: steps between checkpoints.
-    steps_per_loop: steps per `tf.function` call; logs and summaries are
-      written after each call.
-    summary_dir: TensorBoard directory for the chief's scalars (every log,
-      and `steps_per_second`); `None` writes none.
-    reset_fn: called before each loop, e.g. to reset running-mean metrics
-      so that each log is the mean over its loop.
-    jit_compile: compile the step with XLA.
-
-  Returns:
-    The logs after each loop, each with its `"step"`, averaged over
-    replicas.
-
-  Raises:
-    ValueError: for non-positive `num_steps`, `checkpoint_every` or
-      `steps_per_loop`.
-  """
-  for name, value in (
-    ("num_steps", num_steps),
-    ("checkpoint_every", checkpoint_every),
-    ("steps_per_loop", steps_per_loop),
-  ):
-    if value < 1:
-      raise ValueError(
-        f"Received an invalid value for `{name}`, expected a positive "
-        f"integer. Received: {name}={value}"
-      )
-  checkpointer.restore()
-  step = int(step_counter.numpy())
-  if step >= num_steps:
-    return []
+  start_step: int,
+  jit_compile: bool,
+) -> TrainFn:
+  """`count -> logs`: `count` steps of `strategy.run(task.train_step)`."""
   dataset = strategy.distribute_datasets_from_function(
-    lambda context: dataset_fn(context, step)
+    lambda context: task.dataset(context, start_step)
   )
   iterator = iter(dataset)
   replica_step = (
-    tf.function(step_fn, jit_compile=True) if jit_compile else step_fn
+    tf.function(task.train_step, jit_compile=True)
+    if jit_compile
+    else task.train_step
   )
 
   @tf.function
-  def run_loop(iterator, count):
+  def run_steps(iterator, count):
     for _ in tf.range(count - 1):
       strategy.run(replica_step, args=(next(iterator),))
     logs = strategy.run(replica_step, args=(next(iterator),))
@@ -167,84 +215,234 @@ def train(
       for name, value in logs.items()
     }
 
-  writer = (
-    tf.summary.create_file_writer(summary_dir)
-    if summary_dir
-    else tf.summary.create_noop_writer()
-  )
-  history = []
-  while step < num_steps:
-    next_checkpoint = (step // checkpoint_every + 1) * checkpoint_every
-    count = min(steps_per_loop, next_checkpoint - step, num_steps - step)
-    if reset_fn is not None:
-      reset_fn()
-    start = time.perf_counter()
-    logs = run_loop(iterator, tf.constant(count))
-    logs = {name: float(value) for name, value in logs.items()}
-    logs["steps_per_second"] = count / (time.perf_counter() - start)
-    new_step = int(step_counter.numpy())
-    if new_step != step + count:
-      raise RuntimeError(
-        f"`step_fn` must advance `step_counter` by one per step: it went "
-        f"from {step} to {new_step} in {count} steps."
-      )
-    step = new_step
-    history.append({"step": step, **logs})
-    with writer.as_default(step=step):
-      for name, value in logs.items():
-        tf.summary.scalar(name, value)
-    if step % checkpoint_every == 0 or step == num_steps:
-      checkpointer.save(step)
-  writer.close()
-  return history
+  def train(count: int) -> Dict[str, float]:
+    task.reset_metrics()
+    logs = run_steps(iterator, tf.constant(count))
+    return {name: float(value) for name, value in logs.items()}
+
+  return train
 
 
-def train_run(
-  run_dir: str,
+def _trainer(
+  task: base.Task,
   strategy: tf.distribute.Strategy,
-  checkpoint: tf.train.Checkpoint,
-  step_fn: StepFn,
-  dataset_fn: DatasetFn,
-  step_counter: tf.Variable,
-  num_steps: int,
-  checkpoints: int = 4,
-  **kwargs,
-) -> List[Dict[str, float]]:
-  """`train` in a launcher's run directory.
+  start_step: int,
+  settings: Settings,
+) -> TrainFn:
+  if isinstance(task, base.DatasetTask):
+    return _dataset_trainer(task, strategy, start_step, settings.jit_compile)
+  if isinstance(task, base.HostTask):
+    task.resume(start_step)
+    return task.train
+  raise TypeError(
+    f"Expected a DatasetTask or a HostTask. Received: {type(task).__name__}"
+  )
 
-  Checkpoints go to `run_dir/checkpoints` (`checkpoints` of them over the
-  run, the chief's), the chief's scalars to `run_dir/tensorboard/train`.
+
+def _write_scalars(writer, prefix: str, values: Dict[str, float], step: int):
+  with writer.as_default(step=step):
+    for name, value in values.items():
+      tf.summary.scalar(f"{prefix}/{name}", value)
+
+
+def _steps_until(step: int, every: int) -> int:
+  """Steps from `step` to the next multiple of `every`."""
+  return every - step % every
+
+
+class _Run:
+  """One run's checkpoints, evaluations and summaries, for `run`.
+
+  Made after the task is built: restores its latest checkpoint and the
+  evaluations up to that step, and opens the chief's summary writer.
+  """
+
+  def __init__(
+    self,
+    task: base.Task,
+    strategy: tf.distribute.Strategy,
+    run_dir: str,
+    settings: Settings,
+  ):
+    self.task = task
+    self.settings = settings
+    self.chief = common.is_chief(strategy)
+    self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+    checkpoint_dir = os.path.join(run_dir, "checkpoints")
+    self.checkpointer = Checkpointer(
+      tf.train.Checkpoint(
+        **task.checkpoint_items(), train_seconds=self.seconds
+      ),
+      checkpoint_dir,
+      chief=self.chief,
+      worker=common.task_id(strategy),
+    )
+    self.checkpointer.restore()
+    self.step = int(task.step_counter.numpy())
+    self.evaluations = _Evaluations(checkpoint_dir, self.chief)
+    self.evaluations.restore(self.step)
+    self.writer = (
+      tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
+      if self.chief
+      else tf.summary.create_noop_writer()
+    )
+    with self.writer.as_default():
+      hparams_api.hparams(task.hparams(), trial_id=task.run_id)
+    self.checkpoint_every = max(
+      1, task.num_steps // settings.checkpoints_per_run
+    )
+
+  def _count(self) -> int:
+    """Steps of the next execution: up to a checkpoint, evaluation or end."""
+    count = min(
+      self.settings.steps_per_execution,
+      _steps_until(self.step, self.checkpoint_every),
+      self.task.num_steps - self.step,
+    )
+    if self.settings.eval_every:
+      count = min(count, _steps_until(self.step, self.settings.eval_every))
+    return count
+
+  def train(self, train: TrainFn) -> None:
+    """Trains to the end: executions, summaries, evaluations, checkpoints."""
+    while self.step < self.task.num_steps:
+      count = self._count()
+      start = time.perf_counter()
+      logs = train(count)
+      elapsed = time.perf_counter() - start
+      self.seconds.assign_add(elapsed)
+      new_step = int(self.task.step_counter.numpy())
+      if new_step != self.step + count:
+        raise RuntimeError(
+          f"A training step must advance the step counter by one: it went "
+          f"from {self.step} to {new_step} in {count} steps."
+        )
+      self.step = new_step
+      logs["steps_per_second"] = count / elapsed
+      _write_scalars(self.writer, "train", logs, self.step)
+      every = self.settings.eval_every
+      if every and self.step % every == 0 and self.step < self.task.num_steps:
+        self._evaluate()
+      if (
+        self.step % self.checkpoint_every == 0
+        or self.step == self.task.num_steps
+      ):
+        self.checkpointer.save(self.step)
+
+  def _evaluate(self) -> Dict[str, float]:
+    metrics = self.task.evaluate()
+    _write_scalars(self.writer, "eval", metrics, self.step)
+    if self.settings.eval_every:
+      self.evaluations.add({"step": self.step, **metrics})
+    return metrics
+
+  def finish(self, run_dir: str) -> Dict[str, Any]:
+    """Evaluates the trained task and makes its record."""
+    metrics = self._evaluate()
+    with self.writer.as_default(step=self.step):
+      for name, image in self.task.summary_images().items():
+        tf.summary.image(f"eval/{name}", image)
+    self.writer.close()
+    record = self.task.record(metrics)
+    if self.settings.eval_every:
+      record["curve"] = self.evaluations.points
+    record.update(self.task.finish(run_dir, self.chief))
+    record["train_seconds"] = round(float(self.seconds.numpy()), 2)
+    return record
+
+
+def run(
+  task: base.Task,
+  strategy: tf.distribute.Strategy,
+  run_dir: str,
+  settings: Settings = Settings(),
+) -> Dict[str, Any]:
+  """Trains `task` to its `num_steps` in `run_dir`, resuming if it can.
 
   Args:
+    task: the run.
+    strategy: the strategy to build and train it under.
     run_dir: the run's directory.
-    strategy: as for `train`.
-    checkpoint: what to save.
-    step_fn: as for `train`.
-    dataset_fn: as for `train`.
-    step_counter: as for `train`.
-    num_steps: as for `train`.
-    checkpoints: checkpoints over the run.
-    **kwargs: the other arguments of `train`.
+    settings: how to train.
 
   Returns:
-    What `train` returns.
+    The run's record: the task's `record` of the final evaluation, the
+    `curve` of evaluations (with `eval_every`), the fields `finish`
+    returned, and `train_seconds` (training time summed over restarts, up
+    to the last checkpoint).
+
+  Raises:
+    RuntimeError: if the task's step does not advance its `step_counter`
+      by one per step, or no existing checkpoint can be read.
   """
+  task.check_strategy(strategy)
+  with strategy.scope():
+    task.build()
+  state = _Run(task, strategy, run_dir, settings)
+  if state.step < task.num_steps:
+    state.train(_trainer(task, strategy, state.step, settings))
+  return state.finish(run_dir)
+
+
+def run_sweep(
+  workdir: str,
+  strategy: tf.distribute.Strategy,
+  tasks: Sequence[base.Task],
+  settings: Settings,
+  describe: Callable[[Dict[str, Any]], str],
+) -> List[Dict[str, Any]]:
+  """Runs every task whose record is not yet in `<workdir>/results.jsonl`.
+
+  Every task is checked against the strategy before any trains. The chief
+  writes each record when its run ends and then deletes the run's
+  checkpoints; progress is logged after each run.
+
+  Args:
+    workdir: the sweep's directory.
+    strategy: the strategy to run under.
+    tasks: the runs, in order, with distinct `run_id`s.
+    settings: how to train each run.
+    describe: a record to the few words logged about it.
+
+  Returns:
+    The records of `tasks`, finished before or now, in the order written.
+
+  Raises:
+    ValueError: for repeated run ids, or a strategy a task cannot use.
+  """
+  run_ids = [task.run_id for task in tasks]
+  repeated = sorted({r for r in run_ids if run_ids.count(r) > 1})
+  if repeated:
+    raise ValueError(f"Expected distinct run ids. Repeated: {repeated}")
+  for task in tasks:
+    task.check_strategy(strategy)
   chief = common.is_chief(strategy)
-  return train(
-    strategy,
-    step_fn,
-    dataset_fn,
-    step_counter,
-    num_steps,
-    Checkpointer(
-      checkpoint,
-      os.path.join(run_dir, "checkpoints"),
-      chief=chief,
-      worker=task_id(strategy),
-    ),
-    checkpoint_every=max(1, num_steps // max(1, checkpoints)),
-    summary_dir=os.path.join(run_dir, "tensorboard", "train")
-    if chief
-    else None,
-    **kwargs,
+  store = common.ResultStore(os.path.join(workdir, "results.jsonl"))
+  finished = store.finished()
+  todo = [task for task in tasks if task.run_id not in finished]
+  logging.info(
+    "%d runs, %d already finished, %d to go.",
+    len(tasks),
+    len(tasks) - len(todo),
+    len(todo),
   )
+  start = time.perf_counter()
+  for index, task in enumerate(todo):
+    run_dir = os.path.join(workdir, "runs", task.run_id)
+    record = run(task, strategy, run_dir, settings)
+    if chief:
+      store.add(record)
+      checkpoint_dir = os.path.join(run_dir, "checkpoints")
+      if tf.io.gfile.exists(checkpoint_dir):
+        tf.io.gfile.rmtree(checkpoint_dir)
+    elapsed = time.perf_counter() - start
+    logging.info(
+      "[%d/%d] %s: %s (%.1fs; ~%.0fs left)",
+      index + 1,
+      len(todo),
+      task.run_id,
+      describe(record),
+      record["train_seconds"],
+      elapsed / (index + 1) * (len(todo) - index - 1),
+    )
+  return [r for r in store.records() if r["run_id"] in set(run_ids)]

@@ -2,7 +2,6 @@
 
 import collections
 import math
-import os
 from typing import Any
 from typing import Dict
 from typing import List
@@ -46,23 +45,22 @@ def _log10_stats(records: List[Dict[str, Any]], metric: str) -> str:
 
 def markdown_table(records: Sequence[Dict[str, Any]]) -> str:
   """log10 test MSE and gradient MSE, mean ± std over seeds, per cell."""
-  grouped = group(records)
   methods = list(dict.fromkeys(r["method"] for r in records))
   header = ["function", "points"]
   for _, label in METRICS:
     header += [f"{label}: {method}" for method in methods]
   header.append("seeds")
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for (function, dim, size), by_method in grouped.items():
-    row = [_function_label(function, dim), str(size)]
+  rows = []
+  for (function, dim, size), by_method in group(records).items():
+    row = [_function_label(function, dim), size]
     for metric, _ in METRICS:
       row += [
         _log10_stats(by_method[m], metric) if by_method.get(m) else "–"
         for m in methods
       ]
-    row.append(str(max(len(v) for v in by_method.values())))
-    lines.append("| " + " | ".join(row) + " |")
-  return "\n".join(lines)
+    row.append(max(len(v) for v in by_method.values()))
+    rows.append(row)
+  return common.markdown_table(header, rows)
 
 
 def figure2(records: Sequence[Dict[str, Any]], path: str) -> None:
@@ -105,7 +103,7 @@ def figure2(records: Sequence[Dict[str, Any]], path: str) -> None:
   axes[0][-1].legend(fontsize=7)
   figure.supxlabel("training points", fontsize=8)
   figure.tight_layout()
-  figure.savefig(path, dpi=80)
+  common.save_figure(figure, path)
   plt.close(figure)
 
 
@@ -115,7 +113,7 @@ def figure3(panels: Sequence[tuple], path: str) -> None:
   Args:
     panels: `(title, x1, x2, values [R, R], gradients [R, R, 2])` each; the
       values are drawn as filled contours and the gradients as arrows.
-    path: PNG file to write.
+    path: PNG file to write (a `tf.io.gfile` path).
   """
   figure, axes = plt.subplots(
     1, len(panels), figsize=(2.6 * len(panels), 2.6), squeeze=False
@@ -148,13 +146,12 @@ def figure3(panels: Sequence[tuple], path: str) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
   figure.tight_layout()
-  figure.savefig(path, dpi=80)
+  common.save_figure(figure, path)
   plt.close(figure)
 
 
-def write_table(records: Sequence[Dict[str, Any]], workdir: str) -> str:
-  """Writes `table.md` to `workdir` and returns the table."""
+def write_table(records: Sequence[Dict[str, Any]], path: str) -> str:
+  """Writes the table to `path` and returns it."""
   table = markdown_table(records)
-  with open(os.path.join(workdir, "table.md"), "w", encoding="utf-8") as f:
-    f.write(table + "\n")
+  common.write_file(path, table)
   return table

@@ -3,126 +3,123 @@ r"""Trains an Atari teacher with A2C (paper Sec. 4.2's teacher policies).
     python -m launch.train_teacher --workdir=/tmp/teacher_breakout \
       --game=breakout --frames=10000000
 
-Writes to `--workdir`: TensorBoard logs (`tensorboard/`: episode return,
-losses, entropy, frames per second), checkpoints (`checkpoints/`; a run
-started again with the same flags resumes from the last one, counting
-frames on; the environments start new episodes), and at the end
-`teacher_<game>.npz` (the network's weights as float16, loadable with
-`a2c.load_weights`, no pickles) and `evaluation.json` (the mean score over
-`--eval_episodes` episodes of the teacher, sampling from its policy, and of
-a uniformly random policy).
+Writes to `--workdir` what every launcher writes (`launch/loop.py`):
+
+* `config.json`: every flag;
+* `results.jsonl`: the run's record: frames, the mean and std of the
+  teacher's scores over `--eval_episodes` games (sampling from its policy,
+  with the exported float16 weights) and of uniformly random play from the
+  same starts, every score, and the weights' path;
+* `table.md`: the same scores as a table;
+* `runs/<game>-s<seed>/`: TensorBoard logs (`train/`: episode return,
+  losses, entropy, frames, frames per second; `eval/`: the teacher's
+  scores; the run's settings for the HParams dashboard), the exported
+  weights `teacher_<game>.npz` (float16 `.npz`, loadable with
+  `sobolev_tf.layers.atari.load_teacher`, no pickles) and, while it trains,
+  its checkpoints (`--checkpoints_per_run` of them).
+
+A run started again with the same flags resumes from its last checkpoint
+and ends with the weights of a run never killed: the checkpoint holds every
+action taken, and the environments (deterministic given their seed and the
+actions) are brought back to where they were by replaying them.
+
+A2C steps its environments on this host and trains on one replica:
+`--strategy=default` or `one_device` (a GPU with `--num_gpus=1`); a
+strategy with several replicas is refused before anything trains.
 """
 
 import json
 import os
+from typing import List
 
-from absl import app
 from absl import flags
-from absl import logging
-import numpy as np
-import tensorflow as tf
 
 from launch import common
+from launch import loop
 from sobolev_tf.tasks import a2c
+from sobolev_tf.tasks import atari_env
 
+FLAGS = flags.FlagValues()
 _GAME = flags.DEFINE_string(
-  "game", "breakout", "ALE game: pong, breakout, space_invaders, ..."
+  "game",
+  "breakout",
+  "ALE game: pong, breakout, space_invaders, ...",
+  flag_values=FLAGS,
 )
-_FRAMES = flags.DEFINE_integer("frames", 10_000_000, "Game frames to train.")
-_NUM_ENVS = flags.DEFINE_integer("num_envs", 16, "Environments.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of environments and actions.")
+_FRAMES = flags.DEFINE_integer(
+  "frames",
+  10_000_000,
+  "Game frames to train.",
+  lower_bound=1,
+  flag_values=FLAGS,
+)
+_NUM_ENVS = flags.DEFINE_integer(
+  "num_envs", 16, "Environments.", lower_bound=1, flag_values=FLAGS
+)
+_SEED = flags.DEFINE_integer(
+  "seed",
+  0,
+  "Seed of the initial weights, environments and actions.",
+  lower_bound=0,
+  flag_values=FLAGS,
+)
 _EVAL_EPISODES = flags.DEFINE_integer(
-  "eval_episodes", 10, "Episodes to evaluate the teacher and random play."
+  "eval_episodes",
+  10,
+  "Games played by the teacher and by random play.",
+  lower_bound=1,
+  flag_values=FLAGS,
 )
-_LOG_EVERY = flags.DEFINE_integer("log_every", 100, "Updates between logs.")
-_CHECKPOINT_EVERY = flags.DEFINE_integer(
-  "checkpoint_every", 2000, "Updates between checkpoints."
+_COMMON = common.define_common_flags(
+  FLAGS, steps_per_execution=100, checkpoints_per_run=16
 )
-_COMMON = common.define_common_flags()
+
+common.check_flag(FLAGS, "game", atari_env.check_game)
 
 
-def main(argv):
+def main(argv: List[str]) -> None:
   """Trains, evaluates and exports the teacher."""
   del argv
   workdir = _COMMON["workdir"].value
   strategy = common.setup(_COMMON)
-  common.require_one_replica(
-    strategy,
-    _COMMON["strategy"].value,
-    "A2C steps its environments on this host and trains on one replica",
-  )
-  common.write_config(
-    workdir,
-    {
-      name: flags.FLAGS[name].value
-      for name in ("game", "frames", "num_envs", "seed", "strategy")
-    },
-  )
-  env = a2c.make_atari_env(_GAME.value, _NUM_ENVS.value, seed=_SEED.value)
-  num_actions = int(env.single_action_space.n)
-  with strategy.scope():
-    learner = a2c.A2CLearner(num_actions, a2c.Config(num_envs=_NUM_ENVS.value))
-  checkpoint = tf.train.Checkpoint(
-    network=learner.network, optimizer=learner.optimizer, frames=learner.frames
-  )
-  manager = tf.train.CheckpointManager(
-    checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=2
-  )
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_consumed()
-    logging.info(
-      "Resumed from %s at %d frames",
-      manager.latest_checkpoint,
-      int(learner.frames.numpy()),
-    )
-  writer = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-
-  def on_log(frames, logs):
-    with writer.as_default(step=frames):
-      for name, value in logs.items():
-        tf.summary.scalar(name, value)
-    logging.info(
-      "%d frames: %s",
-      frames,
-      ", ".join(f"{k} {v:.4g}" for k, v in sorted(logs.items())),
-    )
-
-  a2c.train(
-    learner,
-    env,
+  task = a2c.TeacherTask(
+    _GAME.value,
     _FRAMES.value,
+    a2c.Config(num_envs=_NUM_ENVS.value),
     seed=_SEED.value,
-    on_log=on_log,
-    on_checkpoint=lambda frames: manager.save(checkpoint_number=frames),
-    log_every=_LOG_EVERY.value,
-    checkpoint_every=_CHECKPOINT_EVERY.value,
+    eval_episodes=_EVAL_EPISODES.value,
   )
-  writer.close()
-  path = os.path.join(workdir, f"teacher_{_GAME.value}.npz")
-  a2c.save_weights(learner.network, path)
-
-  # Evaluate the exported (float16) weights, as a user would load them.
-  teacher = a2c.load_teacher(path, num_actions)
-  eval_seed = _SEED.value + 1
-  scores = {
-    "teacher": a2c.play(
-      tf.function(teacher.policy_logits), env, _EVAL_EPISODES.value, eval_seed
+  task.check_strategy(strategy)
+  common.write_config(workdir, FLAGS, replicas=strategy.num_replicas_in_sync)
+  (record,) = loop.run_sweep(
+    workdir,
+    strategy,
+    [task],
+    loop.Settings(
+      steps_per_execution=_COMMON["steps_per_execution"].value,
+      checkpoints_per_run=_COMMON["checkpoints_per_run"].value,
     ),
-    "random": a2c.play(None, env, _EVAL_EPISODES.value, eval_seed),
-  }
-  summary = {
-    "game": _GAME.value,
-    "frames": int(learner.frames.numpy()),
-    **{f"{who}_mean": float(np.mean(values)) for who, values in scores.items()},
-    **{f"{who}_std": float(np.std(values)) for who, values in scores.items()},
-    "scores": scores,
-    "weights": path,
-    "weights_bytes": os.path.getsize(path),
-  }
-  with open(os.path.join(workdir, "evaluation.json"), "w") as f:
-    json.dump(summary, f, indent=2)
-  print(json.dumps({k: v for k, v in summary.items() if k != "scores"}))
+    lambda r: (
+      f"teacher {r['teacher_mean']:.1f} ± {r['teacher_std']:.1f}, "
+      f"random {r['random_mean']:.1f} ± {r['random_std']:.1f}"
+    ),
+  )
+  table = common.markdown_table(
+    ["game", "frames", "teacher score", "random score", "games"],
+    [
+      [
+        record["game"],
+        record["frames"],
+        common.mean_std_cell(record["scores"]["teacher"]),
+        common.mean_std_cell(record["scores"]["random"]),
+        len(record["scores"]["teacher"]),
+      ]
+    ],
+  )
+  common.write_file(os.path.join(workdir, "table.md"), table)
+  print(table)
+  print(json.dumps({k: v for k, v in record.items() if k != "scores"}))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run_main(main, FLAGS)

@@ -1,49 +1,18 @@
 """Tests for recording and distillation (paper Sec. 4.2)."""
 
-import json
-import os
-import tempfile
+import math
 
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from launch import loop
 from sobolev_tf import derivatives
 from sobolev_tf import testing
 from sobolev_tf.layers import atari
-from sobolev_tf.tasks import a2c
 from sobolev_tf.tasks import distillation
 
-
-class FakeEnv:
-  """Vector env of random frames whose episodes last 3 to 6 steps."""
-
-  def __init__(self, num_envs=3):
-    self.num_envs = num_envs
-    self._rng = np.random.default_rng(0)
-
-  def _observe(self):
-    return self._rng.integers(
-      0, 255, (self.num_envs, *atari.FRAME_SHAPE), dtype=np.uint8
-    )
-
-  def reset(self, seed=None):
-    self._rng = np.random.default_rng(seed)
-    self._left = self._rng.integers(3, 7, self.num_envs)
-    return self._observe(), {}
-
-  def step(self, actions):
-    del actions
-    self._left -= 1
-    done = self._left == 0
-    self._left[done] = self._rng.integers(3, 7, done.sum())
-    return (
-      self._observe(),
-      np.zeros(self.num_envs),
-      done,
-      np.zeros_like(done),
-      {},
-    )
+testing.configure_logical_cpus(2)
 
 
 def _teacher(num_actions=4):
@@ -56,7 +25,9 @@ class RecordTest(tf.test.TestCase):
   def test_records_states_logits_and_episodes(self):
     teacher = _teacher()
     data = distillation.record(
-      lambda frames: teacher.policy_logits(frames).numpy(), FakeEnv(), 40
+      lambda frames: teacher.policy_logits(frames).numpy(),
+      testing.FakeAtariEnv(num_envs=3, min_length=3, max_length=6),
+      40,
     )
     self.assertEqual(data["frames"].shape, (40, *atari.FRAME_SHAPE))
     self.assertEqual(data["frames"].dtype, np.uint8)
@@ -140,51 +111,147 @@ class DistillerTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLess(last["value"], first["value"])
     if weight == 0.0:
       self.assertNotIn("d1", last)  # regular distillation skips the term
-    metrics = distillation.policy_metrics(
-      distiller.student(frames), teacher.policy_logits(frames)
-    )
-    self.assertBetween(metrics["action_error"], 0.0, 1.0)
-    self.assertGreaterEqual(metrics["kl"], 0.0)
+    else:
+      self.assertAllClose(last["loss"], last["value"] + weight * last["d1"])
+
+  def test_seed_fixes_the_student_whatever_ran_before(self):
+    teacher = _teacher()
+    config = distillation.Config(4)
+    first = distillation.Distiller(config, teacher, seed=5).student
+    tf.random.set_seed(3)
+    tf.random.normal([4])
+    again = distillation.Distiller(config, teacher, seed=5).student
+    other = distillation.Distiller(config, teacher, seed=6).student
+    for a, b, c in zip(
+      first.variables, again.variables, other.variables, strict=True
+    ):
+      self.assertAllEqual(a, b)
+      if "/w:" in a.name:
+        self.assertNotAllEqual(a, c)
 
 
-class LauncherTest(tf.test.TestCase):
-  def test_record_and_distil_end_to_end(self):
-    workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
-    teacher_path = os.path.join(workdir, "teacher.npz")
-    a2c.save_weights(_teacher(num_actions=4), teacher_path)  # Breakout: 4
-    output = testing.run_launcher(
-      "launch.distill",
-      [
-        f"--workdir={workdir}",
-        "--game=breakout",
-        f"--teacher={teacher_path}",
-        "--num_states=64",
-        "--num_envs=4",
-        "--test_fraction=0.3",
-        "--fractions=0.5,1.0",
-        "--seeds=1",
-        "--steps=6",
-        "--eval_every=3",
-        "--batch_size=8",
-        "--play_episodes=2",
-      ],
+class PolicyMetricsTest(tf.test.TestCase):
+  def test_against_hand_computed_values(self):
+    # Teacher policies (1/4, 3/4) and (2/3, 1/3); student (1/2, 1/2) twice.
+    teacher = np.log([[1.0, 3.0], [2.0, 1.0]])
+    student = np.zeros([2, 2])
+    metrics = distillation.policy_metrics(student, teacher)
+    # Argmax: teacher 1 and 0, student 0 and 0 (ties take the first).
+    self.assertAllClose(metrics["action_error"], 0.5)
+    kl = [
+      0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5),
+      2 / 3 * math.log((2 / 3) / 0.5) + 1 / 3 * math.log((1 / 3) / 0.5),
+    ]
+    self.assertAllClose(metrics["kl"], np.mean(kl), rtol=1e-5)
+    same = distillation.policy_metrics(teacher, teacher)
+    self.assertEqual(same["action_error"], 0.0)
+    self.assertAllClose(same["kl"], 0.0, atol=1e-7)
+
+
+def _recording(num_states=60, num_actions=4):
+  teacher = _teacher(num_actions)
+  data = distillation.record(
+    lambda frames: teacher.policy_logits(frames).numpy(),
+    testing.FakeAtariEnv(num_envs=3, min_length=3, max_length=6),
+    num_states,
+  )
+  train, test = distillation.split_by_episode(data["episodes"], 0.3)
+  recording = distillation.Recording(
+    frames=tf.constant(data["frames"]),
+    logits=data["logits"],
+    train=train,
+    test=test,
+  )
+  return teacher, recording
+
+
+class TaskTest(tf.test.TestCase):
+  def test_trains_on_its_share_and_scores_the_test_states(self):
+    teacher, recording = _recording()
+    path = "ram://distillation_task/teacher.npz"
+    atari.save_weights(teacher, path)
+    config = distillation.RunConfig(
+      "breakout", 0.5, "sobolev", seed=2, steps=4, batch_size=4
     )
-    self.assertIn("| 0.5 |", output)
-    for name in ("recording.npz", "table.md", "figure4.png", "results.jsonl"):
-      self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
-    with np.load(os.path.join(workdir, "recording.npz")) as data:
-      self.assertEqual(data["frames"].shape, (64, *atari.FRAME_SHAPE))
-    with open(os.path.join(workdir, "results.jsonl")) as f:
-      records = [json.loads(line) for line in f]
-    self.assertLen(records, 4)
-    self.assertEqual([p["step"] for p in records[0]["curve"]], [3, 6])
-    for record in records:
-      self.assertLen(record["scores"], 2)
-    with open(os.path.join(workdir, "play_reference.json")) as f:
-      reference = json.load(f)
-    self.assertEqual(set(reference), {"teacher", "random"})
-    self.assertLen(reference["random"], 2)
-    self.assertIn("| | | teacher | | |", output)
+    task = distillation.DistillationTask(config, path, recording)
+    self.assertEqual(task.run_id, "breakout-f0.5-sobolev-s2")
+    self.assertLen(task.chosen, round(0.5 * len(recording.train)))
+    self.assertEmpty(set(task.chosen) - set(recording.train))
+    task.build()
+    batches = list(
+      task.dataset(tf.distribute.InputContext(), start_step=0).take(4)
+    )
+    for frames in batches:
+      self.assertEqual(frames.shape, [4, *atari.FRAME_SHAPE])
+      task.train_step(frames)
+    self.assertEqual(int(task.step_counter.numpy()), 4)
+    resumed = list(task.dataset(tf.distribute.InputContext(), 2).take(2))
+    self.assertAllEqual(tf.stack(resumed), tf.stack(batches[2:]))
+    metrics = task.evaluate()
+    student = task.distiller.student(
+      tf.gather(recording.frames, recording.test)
+    )
+    self.assertEqual(
+      metrics,
+      distillation.policy_metrics(student, recording.logits[recording.test]),
+    )
+    record = task.record(metrics)
+    self.assertEqual(record["train_states"], len(task.chosen))
+    self.assertEqual(record["derivative_weight"], 1e6)
+    self.assertEqual(
+      task.finish("ram://distillation_task", True), {"scores": []}
+    )
+
+  def test_two_replicas_match_one(self):
+    # Regular distillation draws no directions: its weights on two replicas
+    # are those of one device, up to float rounding.
+    teacher, recording = _recording()
+    path = "ram://distillation_replicas/teacher.npz"
+    atari.save_weights(teacher, path)
+    students = []
+    for strategy, name in (
+      (tf.distribute.get_strategy(), "one"),
+      (testing.mirrored_strategy(), "two"),
+    ):
+      task = distillation.DistillationTask(
+        distillation.RunConfig(
+          "breakout", 1.0, "regular", seed=0, steps=6, batch_size=8
+        ),
+        path,
+        recording,
+      )
+      loop.run(
+        task,
+        strategy,
+        f"ram://distillation_replicas/{name}",
+        loop.Settings(steps_per_execution=3),
+      )
+      students.append(task.distiller.student.variables)
+    for a, b in zip(*students, strict=True):
+      self.assertAllClose(a, b, rtol=1e-4, atol=1e-6)
+
+  def test_regular_has_no_sobolev_term(self):
+    self.assertEqual(
+      distillation.RunConfig("pong", 1.0, "regular", 0).weight, 0.0
+    )
+    self.assertEqual(
+      distillation.RunConfig(
+        "pong", 1.0, "sobolev", 0, derivative_weight=7.0
+      ).weight,
+      7.0,
+    )
+
+  def test_invalid_settings(self):
+    for kwargs, received in (
+      (dict(method="exact"), "method='exact'"),
+      (dict(fraction=0.0), "fraction=0.0"),
+      (dict(fraction=1.5), "fraction=1.5"),
+      (dict(seed=-1), "seed=-1"),
+      (dict(steps=0), "steps=0"),
+    ):
+      arguments = dict(game="pong", fraction=0.5, method="sobolev", seed=0)
+      with self.assertRaisesRegex(ValueError, f"Received: {received}"):
+        distillation.RunConfig(**{**arguments, **kwargs})
 
 
 if __name__ == "__main__":

@@ -351,6 +351,28 @@ class LoadTest(tf.test.TestCase, parameterized.TestCase):
       image_data.load(name, split, 32, False)
     self.assertIn(str(list(image_data.SPLITS[name])), str(context.exception))
 
+  def test_resumes_at_any_step_and_shards_the_global_batch(self):
+    context = tf.distribute.InputContext(
+      num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2
+    )
+    with tfds.testing.mock_data(num_examples=40):
+      for name in ("digits", "cifar10"):
+        full, _ = _take(image_data.load(name, "train", 4, True, seed=2), 6)
+        resumed, _ = _take(
+          image_data.load(name, "train", 4, True, seed=2, start_step=4), 2
+        )
+        self.assertAllClose(np.stack(resumed), np.stack(full[4:]), msg=name)
+        # Pipeline 1 of 2 keeps the second half of every global batch.
+        halves, _ = _take(
+          image_data.load(
+            name, "train", 4, True, seed=2, start_step=4, input_context=context
+          ),
+          2,
+        )
+        self.assertAllClose(
+          np.stack(halves), np.stack(full[4:])[:, 2:], msg=name
+        )
+
   @parameterized.parameters(
     dict(batch_size=0),
     dict(batch_size=2, test_fraction=1.0),

@@ -1,16 +1,15 @@
 """Cluster behaviour of the launchers, in subprocesses.
 
-Two workers under MultiWorkerMirroredStrategy on 127.0.0.1, a run killed
-with SIGKILL and resumed, and bit-identical runs under `--deterministic`.
+Two workers under MultiWorkerMirroredStrategy on 127.0.0.1, and
+bit-identical runs under `--deterministic`. (Each launcher's test file
+kills a run with SIGKILL and resumes it.)
 """
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 import keras
 import numpy as np
@@ -118,15 +117,13 @@ class MultiWorkerTest(tf.test.TestCase):
     for key in weights:
       self.assertAllEqual(chief[key], other[key])
       self.assertAllClose(chief[key], single[key], rtol=1e-5, atol=1e-6)
-    self.assertLen(chief["loss"], 6)
-    self.assertAllClose(chief["loss"], single["loss"], rtol=1e-5)
     # Only the chief's checkpoints remain; the other worker's scratch copy
     # was deleted.
-    kept = os.listdir(os.path.join(workers, "checkpoints"))
-    self.assertNotIn("worker_1_scratch", kept)
+    checkpoints = os.path.join(workers, "run", "checkpoints")
+    self.assertNotIn("worker_1_scratch", os.listdir(checkpoints))
     self.assertEqual(
-      tf.train.latest_checkpoint(os.path.join(workers, "checkpoints")),
-      os.path.join(workers, "checkpoints", "ckpt-60"),
+      tf.train.latest_checkpoint(checkpoints),
+      os.path.join(checkpoints, "ckpt-60"),
     )
 
   def test_launcher_on_two_workers_matches_default_strategy(self):
@@ -160,47 +157,6 @@ class MultiWorkerTest(tf.test.TestCase):
     for run, record in on_one.items():
       for key in ("test_mse", "test_gradient_mse"):
         self.assertAllClose(on_workers[run][key], record[key], rtol=1e-3)
-
-
-class ResumeTest(tf.test.TestCase):
-  def test_killed_run_ends_with_the_weights_of_an_uninterrupted_one(self):
-    flags = _one_run() + [
-      "--steps=2000",
-      "--checkpoints_per_run=4",
-      "--steps_per_execution=10",
-    ]
-    straight = tempfile.mkdtemp(dir=self.get_temp_dir())
-    code, output = _run(flags + [f"--workdir={straight}"])
-    self.assertEqual(code, 0, output)
-
-    killed = tempfile.mkdtemp(dir=self.get_temp_dir())
-    checkpoints = os.path.join(killed, "runs", _RUN, "checkpoints")
-    process = subprocess.Popen(
-      [sys.executable, *flags, f"--workdir={killed}"],
-      cwd=_ROOT,
-      stdout=subprocess.DEVNULL,
-      stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while not tf.train.latest_checkpoint(checkpoints):
-      self.assertLess(time.time(), deadline, "no checkpoint was written")
-      self.assertIsNone(process.poll(), "the run ended before it was killed")
-      time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    # Killed after its first checkpoint (step 500) and before the last.
-    latest = tf.train.latest_checkpoint(checkpoints)
-    self.assertIn(latest.rsplit("-", 1)[1], {"500", "1000", "1500"})
-    self.assertFalse(os.path.exists(os.path.join(killed, "results.jsonl")))
-
-    code, output = _run(flags + [f"--workdir={killed}"])
-    self.assertEqual(code, 0, output)
-    self.assertIn(f"Restored {latest}", output)
-    for a, b in zip(_weights(straight), _weights(killed), strict=True):
-      self.assertAllClose(a, b, rtol=1e-6, atol=1e-6)
-    (resumed,) = _records(killed)
-    (uninterrupted,) = _records(straight)
-    self.assertAllClose(resumed["test_mse"], uninterrupted["test_mse"])
 
 
 class DeterminismTest(tf.test.TestCase):

@@ -1,203 +1,256 @@
-"""Tests for launch.loop and the resumable regression dataset."""
+"""Tests for launch.loop: tasks trained, checkpointed, resumed, summarised."""
 
+import glob
+import json
 import os
 
 from absl.testing import parameterized
-import numpy as np
+from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
 from launch import loop
 from sobolev_tf import testing
-from sobolev_tf.tasks import functions
+from sobolev_tf.tasks import a2c
 from sobolev_tf.tasks import regression
 
 testing.configure_logical_cpus(2)
 
 
-def _data(train_size=24):
-  config = regression.RunConfig(
-    "booth", 2, train_size, "sobolev", seed=0, steps=40, batch_size=8
-  )
-  function = functions.get_function("booth")
-  (x, y), _ = regression.make_data(config, function)
-  return config, function, x, y
-
-
-def _batches(dataset, count):
-  return [x.numpy() for x, _ in dataset.take(count)]
-
-
-def _build(strategy, config, function, y):
-  with strategy.scope():
-    model = regression.build_model(config, function, y)
-    model.compile(optimizer=regression.build_optimizer(config))
-    model.optimizer.build(model.trainable_variables)
-  return model
-
-
-def _train(strategy, directory, num_steps, checkpoint_every=10, data=None):
-  config, function, x, y = data or _data()
-  model = _build(strategy, config, function, y)
-  history = loop.train(
-    strategy,
-    model.train_step,
-    lambda context, step: regression.train_dataset(
-      x, y, config.batch_size, config.seed, step, context
-    ),
-    model.optimizer.iterations,
-    num_steps,
-    loop.Checkpointer(
-      tf.train.Checkpoint(model=model, optimizer=model.optimizer), directory
-    ),
-    checkpoint_every=checkpoint_every,
-    steps_per_loop=4,
-    summary_dir=os.path.join(directory, "summaries"),
-    reset_fn=model.reset_metrics,
-  )
-  return model, history
-
-
-def _input_context(pipelines, pipeline, replicas):
-  return tf.distribute.InputContext(
-    num_input_pipelines=pipelines,
-    input_pipeline_id=pipeline,
-    num_replicas_in_sync=replicas,
-  )
-
-
-class TrainDatasetTest(tf.test.TestCase):
-  def test_batch_k_depends_only_on_seed_and_k(self):
-    _, _, x, y = _data()
-    full = _batches(regression.train_dataset(x, y, 8, seed=3), 10)
-    resumed = _batches(regression.train_dataset(x, y, 8, 3, start_step=7), 3)
-    self.assertAllEqual(np.stack(resumed), np.stack(full[7:10]))
-    other_seed = _batches(regression.train_dataset(x, y, 8, seed=4), 10)
-    self.assertNotAllEqual(np.stack(other_seed), np.stack(full))
-
-  def test_every_pass_is_a_permutation_of_the_data(self):
-    _, _, x, y = _data(train_size=24)
-    passes = np.concatenate(
-      _batches(regression.train_dataset(x, y, 8, seed=0), 6)
+def _regression(steps=30, stop_at=None):
+  """The Booth regression task; `stop_at` ends it early, as a kill would."""
+  task = regression.RegressionTask(
+    regression.RunConfig(
+      "booth", 2, 24, "sobolev", seed=0, steps=steps, batch_size=8, test_size=50
     )
-    for first in (0, 24):
-      self.assertAllEqual(
-        np.sort(passes[first : first + 24], axis=0), np.sort(x, axis=0)
-      )
-    self.assertNotAllEqual(passes[:24], passes[24:])
-
-  def test_replica_slices_make_the_global_batches(self):
-    _, _, x, y = _data()
-    full = _batches(regression.train_dataset(x, y, 8, seed=0, start_step=2), 3)
-    # Two workers with one replica each: each keeps its own half of every
-    # global batch.
-    halves = [
-      _batches(
-        regression.train_dataset(
-          x, y, 8, 0, start_step=2, input_context=_input_context(2, worker, 2)
-        ),
-        3,
-      )
-      for worker in (0, 1)
-    ]
-    # One pipeline for two local replicas: consecutive halves.
-    local = _batches(
-      regression.train_dataset(
-        x, y, 8, 0, start_step=2, input_context=_input_context(1, 0, 2)
-      ),
-      6,
-    )
-    for k in range(3):
-      self.assertAllEqual(np.concatenate([halves[0][k], halves[1][k]]), full[k])
-      self.assertAllEqual(np.concatenate(local[2 * k : 2 * k + 2]), full[k])
-
-  def test_batch_must_divide_among_replicas(self):
-    _, _, x, y = _data()
-    with self.assertRaisesRegex(ValueError, "not divisible"):
-      regression.train_dataset(
-        x, y, 7, 0, input_context=_input_context(1, 0, 2)
-      )
+  )
+  if stop_at:
+    task.num_steps = stop_at
+  return task
 
 
-class TrainTest(tf.test.TestCase, parameterized.TestCase):
-  def test_trains_logs_and_checkpoints(self):
-    directory = self.get_temp_dir() + "/trains"
-    model, history = _train(tf.distribute.get_strategy(), directory, 20)
+def _settings(**kwargs):
+  return loop.Settings(
+    **{"steps_per_execution": 4, "checkpoints_per_run": 3, **kwargs}
+  )
+
+
+def _tags(run_dir):
+  (events,) = glob.glob(os.path.join(run_dir, "tensorboard", "events.*"))
+  accumulator = event_accumulator.EventAccumulator(events, size_guidance={})
+  accumulator.Reload()
+  return accumulator
+
+
+class RunTest(tf.test.TestCase, parameterized.TestCase):
+  def test_trains_summarises_and_checkpoints(self):
+    run_dir = self.get_temp_dir() + "/trains"
+    task = _regression(steps=20)
+    record = loop.run(task, tf.distribute.get_strategy(), run_dir, _settings())
+    self.assertEqual(int(task.step_counter.numpy()), 20)
+    self.assertEqual(record["run_id"], "booth-d2-n24-sobolev-s0")
+    self.assertEqual(record["test_mse"], task.evaluate()["test_mse"])
+    self.assertNotIn("curve", record)
+    checkpoints = os.path.join(run_dir, "checkpoints")
     self.assertEqual(
-      [entry["step"] for entry in history], [4, 8, 10, 14, 18, 20]
+      tf.train.latest_checkpoint(checkpoints),
+      os.path.join(checkpoints, "ckpt-20"),
     )
-    self.assertEqual(int(model.optimizer.iterations), 20)
-    self.assertLess(history[-1]["loss"], history[0]["loss"])
+    self.assertTrue(os.path.exists(os.path.join(run_dir, "model.keras")))
+    tags = _tags(run_dir)
+    # Executions end at the checkpoints (every 6 steps) and the end.
     self.assertEqual(
-      tf.train.latest_checkpoint(directory), os.path.join(directory, "ckpt-20")
+      [event.step for event in tags.Tensors("train/loss")],
+      [4, 6, 10, 12, 16, 18, 20],
     )
-    self.assertNotEmpty(tf.io.gfile.glob(directory + "/summaries/events.*"))
+    self.assertIn("train/d1_loss", tags.Tags()["tensors"])
+    self.assertIn("train/steps_per_second", tags.Tags()["tensors"])
+    (mse,) = tags.Tensors("eval/test_mse")
+    self.assertEqual(mse.step, 20)
+    self.assertAllClose(tf.make_ndarray(mse.tensor_proto), record["test_mse"])
+    self.assertIn("eval/fitted_surface", tags.Tags()["tensors"])
+    self.assertIn("_hparams_/session_start_info", tags.Tags()["tensors"])
 
-  def test_resumed_training_ends_with_uninterrupted_weights(self):
+  def test_resumed_run_ends_with_the_uninterrupted_run(self):
     strategy = tf.distribute.get_strategy()
-    straight, _ = _train(strategy, self.get_temp_dir() + "/straight", 30)
-    interrupted = self.get_temp_dir() + "/interrupted"
-    _train(strategy, interrupted, 20)
-    # A new model in the same directory: restores step 20, optimiser state
-    # and data position, then trains the last 10 steps.
-    resumed, history = _train(strategy, interrupted, 30)
-    self.assertEqual(history[0]["step"], 24)
-    for a, b in zip(straight.weights, resumed.weights, strict=True):
-      self.assertAllClose(a, b, rtol=1e-6, atol=1e-6)
+    straight = _regression()
+    expected = loop.run(
+      straight, strategy, self.get_temp_dir() + "/a", _settings()
+    )
+    run_dir = self.get_temp_dir() + "/b"
+    loop.run(_regression(stop_at=20), strategy, run_dir, _settings())
+    resumed = _regression()
+    record = loop.run(resumed, strategy, run_dir, _settings())
+    for a, b in zip(straight.model.weights, resumed.model.weights, strict=True):
+      self.assertAllEqual(a, b)
+    for key in ("test_mse", "test_gradient_mse"):
+      self.assertEqual(record[key], expected[key])
 
-  def test_finished_training_does_nothing(self):
-    directory = self.get_temp_dir() + "/finished"
-    _train(tf.distribute.get_strategy(), directory, 10)
-    model, history = _train(tf.distribute.get_strategy(), directory, 10)
-    self.assertEqual(history, [])
-    self.assertEqual(int(model.optimizer.iterations), 10)
+  def test_finished_run_trains_no_more(self):
+    run_dir = self.get_temp_dir() + "/finished"
+    strategy = tf.distribute.get_strategy()
+    first = loop.run(_regression(steps=8), strategy, run_dir, _settings())
+    task = _regression(steps=8)
+    again = loop.run(task, strategy, run_dir, _settings())
+    self.assertEqual(int(task.step_counter.numpy()), 8)
+    self.assertEqual(again["test_mse"], first["test_mse"])
+    self.assertEqual(again["train_seconds"], first["train_seconds"])
 
   def test_two_replicas_match_one(self):
-    _, one = _train(
-      tf.distribute.get_strategy(), self.get_temp_dir() + "/1", 12
+    tasks = [_regression(steps=12) for _ in range(2)]
+    for task, strategy, name in zip(
+      tasks,
+      (tf.distribute.get_strategy(), testing.mirrored_strategy()),
+      ("one", "two"),
+      strict=True,
+    ):
+      loop.run(task, strategy, self.get_temp_dir() + "/" + name, _settings())
+    for a, b in zip(
+      tasks[0].model.weights, tasks[1].model.weights, strict=True
+    ):
+      self.assertAllClose(a, b, rtol=1e-4, atol=1e-5)
+
+  def test_evaluations_make_a_curve_that_survives_resuming(self):
+    settings = _settings(eval_every=10)
+    strategy = tf.distribute.get_strategy()
+    straight = loop.run(
+      _regression(), strategy, self.get_temp_dir() + "/c", settings
     )
-    _, two = _train(testing.mirrored_strategy(), self.get_temp_dir() + "/2", 12)
-    self.assertAllClose(
-      [entry["loss"] for entry in one],
-      [entry["loss"] for entry in two],
-      rtol=1e-4,
+    self.assertEqual(
+      [point["step"] for point in straight["curve"]], [10, 20, 30]
+    )
+    self.assertEqual(straight["curve"][-1]["test_mse"], straight["test_mse"])
+    run_dir = self.get_temp_dir() + "/d"
+    loop.run(_regression(stop_at=20), strategy, run_dir, settings)
+    # Points after the step resumed from are dropped and made again.
+    path = os.path.join(run_dir, "checkpoints", "evaluations.json")
+    with open(path) as f:
+      saved = json.load(f)
+    with open(path, "w") as f:
+      json.dump(saved + [{"step": 30, "test_mse": -1.0}], f)
+    resumed = loop.run(_regression(), strategy, run_dir, settings)
+    self.assertEqual(resumed["curve"], straight["curve"])
+
+  def test_a_host_task_resumes_exactly(self):
+    def teacher(num_updates):
+      config = a2c.Config(num_envs=2)
+      task = a2c.TeacherTask(
+        "fake",
+        6 * config.frames_per_update,
+        config,
+        eval_episodes=2,
+        make_env=lambda n: testing.FakeAtariEnv(n, min_length=3, max_length=5),
+      )
+      task.num_steps = num_updates
+      return task
+
+    strategy = tf.distribute.get_strategy()
+    straight = teacher(6)
+    expected = loop.run(
+      straight, strategy, self.get_temp_dir() + "/e", _settings()
+    )
+    run_dir = self.get_temp_dir() + "/f"
+    loop.run(teacher(4), strategy, run_dir, _settings())
+    resumed = teacher(6)
+    record = loop.run(resumed, strategy, run_dir, _settings())
+    for a, b in zip(
+      straight.learner.network.variables,
+      resumed.learner.network.variables,
+      strict=True,
+    ):
+      self.assertAllEqual(a, b)
+    self.assertEqual(record["scores"], expected["scores"])
+    self.assertEqual(
+      [e.step for e in _tags(self.get_temp_dir() + "/e").Tensors("train/loss")],
+      [2, 4, 6],
     )
 
-  def test_step_fn_must_advance_the_counter(self):
-    counter = tf.Variable(0, dtype=tf.int64)
-    checkpointer = loop.Checkpointer(
-      tf.train.Checkpoint(counter=counter), self.get_temp_dir() + "/stuck"
-    )
+  def test_step_must_advance_the_counter(self):
     with self.assertRaisesRegex(RuntimeError, "went from 0 to 0 in 2 steps"):
-      loop.train(
+      loop.run(
+        testing.CountingTask(advance=False),
         tf.distribute.get_strategy(),
-        lambda batch: {"loss": tf.reduce_sum(batch)},
-        lambda context, step: tf.data.Dataset.range(10).repeat(),
-        counter,
-        num_steps=4,
-        checkpointer=checkpointer,
-        checkpoint_every=2,
-        steps_per_loop=2,
+        self.get_temp_dir() + "/stuck",
+        _settings(steps_per_execution=2, checkpoints_per_run=1),
       )
 
-  @parameterized.parameters("num_steps", "checkpoint_every", "steps_per_loop")
-  def test_non_positive_argument_is_an_error(self, name):
-    arguments = dict(num_steps=4, checkpoint_every=2, steps_per_loop=2)
-    arguments[name] = 0
-    counter = tf.Variable(0, dtype=tf.int64)
-    with self.assertRaisesRegex(ValueError, f"Received: {name}=0"):
-      loop.train(
+  def test_counting_task_sees_every_number_once_across_a_resume(self):
+    strategy = tf.distribute.get_strategy()
+    run_dir = self.get_temp_dir() + "/count"
+    task = testing.CountingTask(num_steps=6)
+    task.num_steps = 4
+    loop.run(task, strategy, run_dir, _settings(checkpoints_per_run=1))
+    record = loop.run(
+      testing.CountingTask(num_steps=6), strategy, run_dir, _settings()
+    )
+    self.assertEqual(record["total"], sum(range(6)))
+
+  @parameterized.parameters(
+    dict(steps_per_execution=0),
+    dict(checkpoints_per_run=0),
+    dict(eval_every=-1),
+  )
+  def test_invalid_settings(self, **kwargs):
+    ((name, value),) = kwargs.items()
+    with self.assertRaisesRegex(ValueError, f"Received: {name}={value}"):
+      loop.Settings(**kwargs)
+
+
+class SweepTest(tf.test.TestCase):
+  def test_skips_finished_runs_and_deletes_checkpoints(self):
+    workdir = self.get_temp_dir() + "/sweep"
+    strategy = tf.distribute.get_strategy()
+    tasks = [testing.CountingTask("a", 3), testing.CountingTask("b", 5)]
+    records = loop.run_sweep(workdir, strategy, tasks, _settings(), str)
+    self.assertEqual([r["total"] for r in records], [3.0, 10.0])
+    self.assertEqual(
+      os.listdir(os.path.join(workdir, "runs", "a")), ["tensorboard"]
+    )
+    with self.assertLogs(level="INFO") as logs:
+      again = loop.run_sweep(
+        workdir, strategy, [testing.CountingTask("a", 3)], _settings(), str
+      )
+    self.assertEqual(again, records[:1])
+    self.assertIn(
+      "1 runs, 1 already finished, 0 to go.", "\n".join(logs.output)
+    )
+
+  def test_every_task_is_checked_before_any_trains(self):
+    workdir = self.get_temp_dir() + "/refused"
+    tasks = [testing.CountingTask("a"), testing.CountingTask("b", replicas=2)]
+    with self.assertRaisesRegex(ValueError, "needs 2 replicas"):
+      loop.run_sweep(
+        workdir, tf.distribute.get_strategy(), tasks, _settings(), str
+      )
+    self.assertFalse(os.path.exists(workdir))
+    with self.assertRaisesRegex(ValueError, r"Repeated: \['a'\]"):
+      loop.run_sweep(
+        workdir,
         tf.distribute.get_strategy(),
-        lambda batch: {},
-        lambda context, step: tf.data.Dataset.range(1),
-        counter,
-        checkpointer=loop.Checkpointer(
-          tf.train.Checkpoint(counter=counter), self.get_temp_dir() + "/x"
-        ),
-        **arguments,
+        [testing.CountingTask("a"), testing.CountingTask("a")],
+        _settings(),
+        str,
       )
 
 
-class CheckpointerTest(tf.test.TestCase):
+def _truncate(path):
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[: len(data) // 2])
+
+
+class CheckpointerTest(tf.test.TestCase, parameterized.TestCase):
+  def _saved(self, directory, values=(1.0, 2.0)):
+    value = tf.Variable(tf.zeros([1000]))
+    checkpointer = loop.Checkpointer(
+      tf.train.Checkpoint(value=value), directory
+    )
+    for step, number in enumerate(values, 1):
+      value.assign(tf.fill([1000], number))
+      checkpointer.save(step)
+    value.assign(tf.zeros([1000]))
+    return value, checkpointer
+
   def test_non_chief_writes_scratch_and_reads_the_chiefs(self):
     directory = self.get_temp_dir() + "/workers"
     value = tf.Variable(1.0)
@@ -219,6 +272,38 @@ class CheckpointerTest(tf.test.TestCase):
       tf.train.Checkpoint(value=tf.Variable(1.0)), self.get_temp_dir() + "/new"
     )
     self.assertIsNone(checkpointer.restore())
+
+  @parameterized.parameters("data-00000-of-00001", "index")
+  def test_corrupt_latest_falls_back_to_the_one_before(self, part):
+    directory = self.get_temp_dir() + f"/fallback_{part}"
+    value, checkpointer = self._saved(directory)
+    latest = os.path.join(directory, "ckpt-2")
+    _truncate(f"{latest}.{part}")
+    with self.assertLogs(level="WARNING") as logs:
+      self.assertEqual(
+        checkpointer.restore(), os.path.join(directory, "ckpt-1")
+      )
+    self.assertIn(f"Cannot read checkpoint {latest}", logs.output[0])
+    self.assertAllEqual(value, tf.fill([1000], 1.0))
+
+  def test_no_readable_checkpoint_is_an_error_naming_each_file(self):
+    directory = self.get_temp_dir() + "/corrupt"
+    _, checkpointer = self._saved(directory)
+    for step in (1, 2):
+      _truncate(os.path.join(directory, f"ckpt-{step}.data-00000-of-00001"))
+    with self.assertRaisesRegex(
+      RuntimeError, r"(?s)No checkpoint in .* can be read.*ckpt-2: .*ckpt-1: "
+    ):
+      with self.assertLogs(level="WARNING"):
+        checkpointer.restore()
+
+  def test_a_stale_state_file_does_not_hide_checkpoints(self):
+    directory = self.get_temp_dir() + "/stale"
+    value, checkpointer = self._saved(directory)
+    with open(os.path.join(directory, "checkpoint"), "w") as f:
+      f.write("garbage {")
+    self.assertEqual(checkpointer.restore(), os.path.join(directory, "ckpt-2"))
+    self.assertAllEqual(value, tf.fill([1000], 2.0))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
-"""End-to-end tests of the regression launcher, in subprocesses."""
+"""End-to-end tests of the regression launcher."""
 
-import collections
-import glob
 import json
 import os
-import signal
 import tempfile
-import time
 
+from absl import flags
+from absl.testing import parameterized
+import keras
 from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
+from launch import common
+from launch import regression
 from sobolev_tf import testing
 
 _TINY = [
@@ -22,70 +23,141 @@ _TINY = [
   "--batch_size=8",
   "--test_size=200",
   "--checkpoints_per_run=2",
+  "--steps_per_execution=10",
 ]
 
 
-def _flags(workdir, *extra):
-  return [f"--workdir={workdir}", *_TINY, *extra]
+def _records(workdir):
+  return common.ResultStore(os.path.join(workdir, "results.jsonl")).records()
 
 
-def _result_lines(workdir):
-  path = os.path.join(workdir, "results.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+def _without_time(records):
+  return [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
 
 
-class RegressionLauncherTest(tf.test.TestCase):
-  def test_sweep_writes_every_output(self):
+class InProcessTest(tf.test.TestCase, parameterized.TestCase):
+  def test_sweep_writes_every_output_to_a_ram_workdir(self):
+    workdir = "ram://launch_regression_test/workdir"
+    testing.parse_flags(regression.FLAGS, [f"--workdir={workdir}", *_TINY])
+    regression.main([])
+    self.assertLen(_records(workdir), 8)
+    self.assertCountEqual(
+      tf.io.gfile.listdir(workdir),
+      [
+        "config.json",
+        "results.jsonl",
+        "table.md",
+        "figure2.png",
+        "figure3.png",
+        "runs",
+      ],
+    )
+    config = json.loads(common.read_file(f"{workdir}/config.json"))
+    self.assertEqual(set(config["flags"]), set(regression.FLAGS))
+    self.assertEqual(config["flags"]["steps_per_execution"], 10)
+    table = common.read_file(f"{workdir}/table.md").decode()
+    self.assertIn("| booth | 20 |", table)
+    run = f"{workdir}/runs/styblinski_tang-d2-n100-sobolev-s0"
+    self.assertCountEqual(
+      tf.io.gfile.listdir(run), ["model.keras", "tensorboard"]
+    )
+    network = keras.saving.load_model(f"{run}/model.keras")
+    self.assertEqual(network(tf.zeros([3, 2])).shape, [3, 1])
+
+  def test_runs_log_train_and_eval_scalars_and_hyperparameters(self):
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
-    output = testing.run_launcher("launch.regression", _flags(workdir))
-    records = _result_lines(workdir)
-    self.assertLen(records, 8)
-    for name in ("config.json", "table.md", "figure2.png", "figure3.png"):
-      self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
-    self.assertIn("| booth | 20 |", output)
-    self.assertIn("TensorBoard: tensorboard --logdir=", output)
-    run = records[0]["run_id"]
-    (events,) = glob.glob(
-      os.path.join(workdir, "runs", run, "tensorboard", "test", "events.out.*")
+    testing.parse_flags(
+      regression.FLAGS,
+      [
+        f"--workdir={workdir}",
+        *_TINY,
+        "--functions=booth",
+        "--train_sizes=20",
+        "--methods=sobolev",
+      ],
+    )
+    regression.main([])
+    (events,) = tf.io.gfile.glob(
+      os.path.join(workdir, "runs", "*", "tensorboard", "events.*")
     )
     accumulator = event_accumulator.EventAccumulator(events)
     accumulator.Reload()
-    self.assertIn("test/value_mse", accumulator.Tags()["tensors"])
-    self.assertIn("test/fitted_surface", accumulator.Tags()["tensors"])
-    train_events = glob.glob(
-      os.path.join(workdir, "runs", run, "tensorboard", "train", "events.out.*")
+    tags = set(accumulator.Tags()["tensors"])
+    self.assertContainsSubset(
+      {
+        "train/loss",
+        "train/value_loss",
+        "train/d1_loss",
+        "train/steps_per_second",
+        "eval/test_mse",
+        "eval/test_gradient_mse",
+        "eval/fitted_surface",
+        "_hparams_/session_start_info",
+      },
+      tags,
     )
-    self.assertNotEmpty(train_events)
 
-  def test_killed_sweep_resumes_without_repeating_runs(self):
-    workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
-    process = testing.start_launcher("launch.regression", _flags(workdir))
-    deadline = time.time() + 300
-    while len(_result_lines(workdir)) < 2 and time.time() < deadline:
-      time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    finished_before = [r["run_id"] for r in _result_lines(workdir)]
-    self.assertBetween(len(finished_before), 2, 7)
+  @parameterized.parameters(
+    ("--functions=booth,nosuch", "flag --functions=.*Received: name='nosuch'"),
+    ("--functions=booth:0", "flag --functions=.*got '0'"),
+    ("--seeds=0", "flag --seeds=0: 0 is not a positive integer"),
+    ("--test_size=0", "flag --test_size=0: 0 is not a positive integer"),
+    ("--steps=-5", "flag --steps=-5"),
+    ("--batch_size=0", "flag --batch_size=0"),
+    ("--train_sizes=20,0", "flag --train_sizes=.*got '0'"),
+    ("--methods=regular,exact", "flag --methods=.*got 'exact'"),
+    ("--learning_rate=0", "flag --learning_rate=0.0"),
+    ("--derivative_weight=-1", "flag --derivative_weight=-1: -1.0 is not"),
+    ("--activation=nosuch", "flag --activation=nosuch"),
+    ("--strategy=gpu", "flag --strategy=gpu"),
+    ("--checkpoints_per_run=0", "flag --checkpoints_per_run=0"),
+    ("--steps_per_execution=0", "flag --steps_per_execution=0"),
+  )
+  def test_every_flag_is_checked_before_training(self, argument, message):
+    workdir = os.path.join(self.get_temp_dir(), "never")
+    with self.assertRaisesRegex(flags.IllegalFlagValueError, message):
+      testing.parse_flags(
+        regression.FLAGS, [f"--workdir={workdir}", *_TINY, argument]
+      )
+    self.assertFalse(os.path.exists(workdir))
 
-    output = testing.run_launcher("launch.regression", _flags(workdir))
-    self.assertIn(f"{len(finished_before)} already finished", output)
-    run_ids = [r["run_id"] for r in _result_lines(workdir)]
-    self.assertLen(run_ids, 8)
-    self.assertEqual(collections.Counter(run_ids).most_common(1)[0][1], 1)
-    self.assertEqual(run_ids[: len(finished_before)], finished_before)
 
-  def test_unknown_strategy_is_an_error(self):
-    output = testing.run_launcher(
+class KilledTest(tf.test.TestCase):
+  def test_killed_sweep_ends_as_an_uninterrupted_one(self):
+    flags_ = [
+      "--functions=booth",
+      "--train_sizes=20,100",
+      "--methods=sobolev",
+      "--seeds=1",
+      "--steps=600",
+      "--batch_size=8",
+      "--test_size=200",
+      "--checkpoints_per_run=4",
+      "--deterministic",
+    ]
+    straight = tempfile.mkdtemp(dir=self.get_temp_dir())
+    killed = tempfile.mkdtemp(dir=self.get_temp_dir())
+    second = "booth-d2-n100-sobolev-s0"
+    output = testing.kill_and_resume(
       "launch.regression",
-      _flags(tempfile.mkdtemp(dir=self.get_temp_dir()), "--strategy=gpu"),
-      timeout=300,
-      expect_success=False,
+      flags_,
+      straight,
+      killed,
+      f"runs/{second}/checkpoints/ckpt-*.index",
     )
-    self.assertIn("Received: strategy='gpu'", output)
+    self.assertIn("2 runs, 1 already finished, 1 to go.", output)
+    self.assertRegex(output, f"Restored .*{second}/checkpoints/ckpt-")
+    self.assertEqual(
+      _without_time(_records(killed)), _without_time(_records(straight))
+    )
+    for run in ("booth-d2-n20-sobolev-s0", second):
+      path = os.path.join("runs", run, "model.keras")
+      for a, b in zip(
+        keras.saving.load_model(os.path.join(straight, path)).weights,
+        keras.saving.load_model(os.path.join(killed, path)).weights,
+        strict=True,
+      ):
+        self.assertAllEqual(a, b)
 
 
 if __name__ == "__main__":

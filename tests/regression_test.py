@@ -1,6 +1,7 @@
 """Tests for sobolev_tf.tasks.regression."""
 
 from absl.testing import parameterized
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -105,9 +106,90 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"method='exact'"):
       _config(method="exact")
 
-  def test_invalid_sizes(self):
-    with self.assertRaisesRegex(ValueError, r"train_size=0"):
-      _config(train_size=0)
+  @parameterized.parameters(
+    dict(train_size=0),
+    dict(test_size=0),
+    dict(steps=-1),
+    dict(batch_size=0),
+    dict(seed=-1),
+    dict(dim=0),
+  )
+  def test_invalid_sizes(self, **kwargs):
+    ((name, value),) = kwargs.items()
+    with self.assertRaisesRegex(ValueError, f"Received: {name}={value}"):
+      _config(**kwargs)
+
+  def test_network_is_seeded_without_global_state(self):
+    config = _config()
+    function = functions.get_function(config.function)
+    first = regression.build_network(config, function, 0.0, 1.0)
+    tf.random.set_seed(5)
+    keras.utils.set_random_seed(7)
+    np.random.uniform()
+    again = regression.build_network(config, function, 0.0, 1.0)
+    other = regression.build_network(_config(seed=1), function, 0.0, 1.0)
+    for a, b, c in zip(
+      first.weights, again.weights, other.weights, strict=True
+    ):
+      self.assertAllEqual(a, b)
+      if "kernel" in a.path:
+        self.assertNotAllEqual(a, c)
+
+  def test_network_starts_where_a_global_seed_started_it(self):
+    # The weights of runs made before the seeds became explicit.
+    config = _config(seed=3)
+    function = functions.get_function(config.function)
+    keras.utils.set_random_seed(3)
+    layers = [
+      keras.Input((2,)),
+      keras.layers.Normalization(mean=0.0, variance=1.0),
+    ]
+    layers += [keras.layers.Dense(w, "relu") for w in config.hidden_sizes]
+    reference = keras.Sequential([*layers, keras.layers.Dense(1)])
+    network = regression.build_network(config, function, 0.0, 1.0)
+    kernels = [w for w in network.weights if "kernel" in w.path]
+    expected = [w for w in reference.weights if "kernel" in w.path]
+    for a, b in zip(kernels, expected, strict=True):
+      self.assertAllEqual(a, b)
+
+
+class RegressionTaskTest(tf.test.TestCase):
+  def test_bad_settings_fail_when_the_task_is_made(self):
+    with self.assertRaisesRegex(ValueError, "name='nosuch'"):
+      regression.RegressionTask(_config(function="nosuch"))
+    with self.assertRaisesRegex(ValueError, "not twice differentiable"):
+      regression.RegressionTask(_config(function="bukin_n6", method="sobolev2"))
+
+  def test_batch_must_divide_among_replicas(self):
+    task = regression.RegressionTask(_config(batch_size=7))
+    with self.assertRaisesRegex(
+      ValueError,
+      r"batch of booth-d2-n16-sobolev-s0, capped at its training size\) "
+      r"must divide among the 2 replicas of MirroredStrategy. Received: "
+      r"batch_size=7",
+    ):
+      task.check_strategy(testing.mirrored_strategy())
+    # Capped at the training size, 16 divides.
+    regression.RegressionTask(_config(batch_size=64)).check_strategy(
+      testing.mirrored_strategy()
+    )
+
+  def test_record_holds_every_setting_and_the_metrics(self):
+    task = regression.RegressionTask(_config())
+    task.build()
+    metrics = task.evaluate()
+    record = task.record(metrics)
+    self.assertEqual(record["run_id"], "booth-d2-n16-sobolev-s0")
+    self.assertEqual(record["hidden_sizes"], [256, 256])
+    self.assertEqual(record["test_mse"], metrics["test_mse"])
+    self.assertEqual(task.hparams()["train_size"], 16)
+    self.assertNotIn("hidden_sizes", task.hparams())
+    (image,) = task.summary_images().values()
+    self.assertEqual(image.shape, [1, 64, 64, 1])
+    self.assertAllInRange(image, 0.0, 1.0)
+    self.assertEqual(int(task.step_counter.numpy()), 0)
+    task.finish("ram://regression_task", chief=True)
+    self.assertTrue(tf.io.gfile.exists("ram://regression_task/model.keras"))
 
   def test_grid_values(self):
     function = functions.get_function("booth")

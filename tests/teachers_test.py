@@ -6,7 +6,8 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from sobolev_tf.tasks import a2c
+from sobolev_tf.layers import atari
+from sobolev_tf.tasks import atari_env
 
 _TEACHERS = os.path.join(
   os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "teachers"
@@ -19,7 +20,7 @@ class ShippedTeachersTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters(*_GAMES.items())
   def test_weights_are_small_float16_arrays(self, game, num_actions):
     path = os.path.join(_TEACHERS, f"{game}.npz")
-    a2c.load_teacher(path, num_actions)  # names and shapes match
+    atari.load_teacher(path, num_actions)  # names and shapes match
     self.assertLess(os.path.getsize(path), 5 * 2**20)
     with np.load(path, allow_pickle=False) as saved:  # arrays only
       for name in saved.files:
@@ -27,13 +28,15 @@ class ShippedTeachersTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(*_GAMES.items())
   def test_teacher_beats_random_play(self, game, num_actions):
-    teacher = a2c.load_teacher(
+    teacher = atari.load_teacher(
       os.path.join(_TEACHERS, f"{game}.npz"), num_actions
     )
-    env = a2c.make_atari_env(game, 10, seed=3)
+    env = atari_env.make_atari_env(game, 10, seed=3)
     scores = {
-      "teacher": a2c.play(tf.function(teacher.policy_logits), env, 10, seed=3),
-      "random": a2c.play(None, env, 10, seed=3),
+      "teacher": atari_env.play(
+        tf.function(teacher.policy_logits), env, 10, seed=3
+      ),
+      "random": atari_env.play(None, env, 10, seed=3),
     }
     env.close()
     mean = {who: np.mean(values) for who, values in scores.items()}

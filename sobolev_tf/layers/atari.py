@@ -13,17 +13,26 @@ to [0, 1] inside the network.
   the value, zero biases.
 * `AtariStudent`: the smaller student, 2 convolutional layers and 1 smaller
   fully connected layer: conv 16 8×8/4, conv 32 4×4/2, linear 256, then the
-  action logits: 677,686 parameters with 6 actions.
+  action logits: 677,686 parameters with 6 actions. Initialised as Sonnet
+  initialises by default (truncated normal, standard deviation
+  `1 / sqrt(fan_in)`, zero biases).
 
+Both draw their initial weights from stateless generators keyed by `seed`.
 Module names are fixed, so checkpoints and exported weights keep their
-keys.
+keys. `save_weights`, `load_weights` and `load_teacher` export and import
+weights as float16 `.npz` arrays (no pickles) on any `tf.io.gfile` path.
 """
 
+import io
 import math
 from typing import Tuple
 
+import numpy as np
 import sonnet as snt
 import tensorflow as tf
+
+from sobolev_tf import checks
+from sobolev_tf.layers import initializers
 
 FRAME_SHAPE = (84, 84, 4)
 
@@ -32,41 +41,57 @@ def _scale(frames: tf.Tensor) -> tf.Tensor:
   return tf.cast(frames, tf.float32) / 255.0  # [B, 84, 84, 4] in [0, 1]
 
 
+def _check(num_actions: int, seed: int) -> None:
+  checks.positive_ints(num_actions=num_actions)
+  checks.non_negative_ints(seed=seed)
+
+
 class AtariTeacher(snt.Module):
   """Teacher policy and value: 3 conv + 2 fully connected layers.
 
   Args:
     num_actions: size of the action set.
+    seed: seed of the initial weights.
   """
 
-  def __init__(self, num_actions: int, name: str = "atari_teacher"):
+  def __init__(
+    self, num_actions: int, seed: int = 0, name: str = "atari_teacher"
+  ):
     super().__init__(name=name)
-    relu_init = snt.initializers.Orthogonal(gain=math.sqrt(2.0))
+    _check(num_actions, seed)
+
+    def orthogonal(gain: float, index: int) -> initializers.Orthogonal:
+      return initializers.Orthogonal(gain, (seed, index))
+
+    relu_gain = math.sqrt(2.0)
     self._torso = [
       snt.Conv2D(
-        32, 8, stride=4, padding="VALID", w_init=relu_init, name="conv_0"
-      ),
-      snt.Conv2D(
-        64, 4, stride=2, padding="VALID", w_init=relu_init, name="conv_1"
-      ),
-      snt.Conv2D(
-        64, 3, stride=1, padding="VALID", w_init=relu_init, name="conv_2"
-      ),
+        channels,
+        kernel,
+        stride=stride,
+        padding="VALID",
+        w_init=orthogonal(relu_gain, index),
+        name=f"conv_{index}",
+      )
+      for index, (channels, kernel, stride) in enumerate(
+        ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+      )
     ]
-    self._hidden = snt.Linear(512, w_init=relu_init, name="linear_0")
+    self._flat = snt.Flatten()
+    self._hidden = snt.Linear(
+      512, w_init=orthogonal(relu_gain, 3), name="linear_0"
+    )
     self._logits = snt.Linear(
-      num_actions, w_init=snt.initializers.Orthogonal(0.01), name="logits"
+      num_actions, w_init=orthogonal(0.01, 4), name="logits"
     )
-    self._value = snt.Linear(
-      1, w_init=snt.initializers.Orthogonal(1.0), name="value"
-    )
+    self._value = snt.Linear(1, w_init=orthogonal(1.0, 5), name="value")
 
   def features(self, frames: tf.Tensor) -> tf.Tensor:
     """The 512 features `[B, 512]` shared by the policy and the value."""
     h = _scale(frames)
     for conv in self._torso:
       h = tf.nn.relu(conv(h))  # [B, 20, 20, 32] [B, 9, 9, 64] [B, 7, 7, 64]
-    return tf.nn.relu(self._hidden(snt.Flatten()(h)))  # [B, 512]
+    return tf.nn.relu(self._hidden(self._flat(h)))  # [B, 512]
 
   def __call__(self, frames: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     """Action logits `[B, num_actions]` and state values `[B]`."""
@@ -83,26 +108,92 @@ class AtariStudent(snt.Module):
 
   Args:
     num_actions: size of the action set.
+    seed: seed of the initial weights.
   """
 
-  def __init__(self, num_actions: int, name: str = "atari_student"):
+  def __init__(
+    self, num_actions: int, seed: int = 0, name: str = "atari_student"
+  ):
     super().__init__(name=name)
+    _check(num_actions, seed)
+
+    def fan_in(index: int) -> initializers.FanInTruncatedNormal:
+      return initializers.FanInTruncatedNormal((seed, index))
+
     self._torso = [
-      snt.Conv2D(16, 8, stride=4, padding="VALID", name="conv_0"),
-      snt.Conv2D(32, 4, stride=2, padding="VALID", name="conv_1"),
+      snt.Conv2D(
+        16, 8, stride=4, padding="VALID", w_init=fan_in(0), name="conv_0"
+      ),
+      snt.Conv2D(
+        32, 4, stride=2, padding="VALID", w_init=fan_in(1), name="conv_1"
+      ),
     ]
-    self._hidden = snt.Linear(256, name="linear_0")
-    self._logits = snt.Linear(num_actions, name="logits")
+    self._flat = snt.Flatten()
+    self._hidden = snt.Linear(256, w_init=fan_in(2), name="linear_0")
+    self._logits = snt.Linear(num_actions, w_init=fan_in(3), name="logits")
 
   def __call__(self, frames: tf.Tensor) -> tf.Tensor:
     """Action logits `[B, num_actions]`."""
     h = _scale(frames)
     for conv in self._torso:
       h = tf.nn.relu(conv(h))  # [B, 20, 20, 16] [B, 9, 9, 32]
-    h = tf.nn.relu(self._hidden(snt.Flatten()(h)))  # [B, 256]
+    h = tf.nn.relu(self._hidden(self._flat(h)))  # [B, 256]
     return self._logits(h)
 
 
 def num_parameters(module: snt.Module) -> int:
   """Number of trainable parameters of a built module."""
   return sum(int(tf.size(v)) for v in module.trainable_variables)
+
+
+def save_weights(module: snt.Module, path: str) -> None:
+  """Writes `module`'s variables to `path` as float16 `.npz` (no pickles).
+
+  Args:
+    module: a built module.
+    path: a `tf.io.gfile` path; written whole or not at all.
+  """
+  buffer = io.BytesIO()
+  np.savez_compressed(
+    buffer,
+    **{v.name: v.numpy().astype(np.float16) for v in module.variables},
+  )
+  temporary = f"{path}.tmp"
+  with tf.io.gfile.GFile(temporary, "wb") as f:
+    f.write(buffer.getvalue())
+  tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def load_weights(module: snt.Module, path: str) -> None:
+  """Assigns the variables `save_weights` wrote to `path` (weights only).
+
+  Reads arrays only (`allow_pickle=False`): loading runs no code.
+
+  Raises:
+    ValueError: if the file's names or shapes differ from `module`'s.
+  """
+  with tf.io.gfile.GFile(path, "rb") as f:
+    saved = dict(np.load(io.BytesIO(f.read()), allow_pickle=False))
+  names = {v.name for v in module.variables}
+  if set(saved) != names:
+    raise ValueError(
+      f"The weights in {path} do not match the network: missing "
+      f"{sorted(names - set(saved))}, unexpected "
+      f"{sorted(set(saved) - names)}."
+    )
+  for variable in module.variables:
+    value = saved[variable.name]
+    if value.shape != tuple(variable.shape):
+      raise ValueError(
+        f"Shape mismatch for {variable.name} in {path}: saved "
+        f"{value.shape}, expected {tuple(variable.shape)}."
+      )
+    variable.assign(value.astype(variable.dtype.as_numpy_dtype))
+
+
+def load_teacher(path: str, num_actions: int) -> AtariTeacher:
+  """An `AtariTeacher` with the weights `save_weights` wrote to `path`."""
+  teacher = AtariTeacher(num_actions)
+  teacher(tf.zeros([1, *FRAME_SHAPE], tf.uint8))
+  load_weights(teacher, path)
+  return teacher

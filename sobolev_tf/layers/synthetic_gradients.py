@@ -24,6 +24,8 @@ from typing import Sequence
 import sonnet as snt
 import tensorflow as tf
 
+from sobolev_tf import checks
+
 
 class ConvBlock(snt.Module):
   """3×3 convolution, optional batch norm, ReLU: one part of a split net."""
@@ -36,6 +38,7 @@ class ConvBlock(snt.Module):
     name: str = "conv_block",
   ):
     super().__init__(name=name)
+    checks.positive_ints(channels=channels, stride=stride)
     self._conv = snt.Conv2D(channels, 3, stride=stride, name="conv")
     self._batch_norm = (
       snt.BatchNorm(True, True, name="batch_norm") if batch_norm else None
@@ -54,6 +57,7 @@ class Head(snt.Module):
 
   def __init__(self, num_classes: int, name: str = "head"):
     super().__init__(name=name)
+    checks.positive_ints(num_classes=num_classes)
     self._linear = snt.Linear(num_classes, name="logits")
 
   def __call__(self, x: tf.Tensor, is_training: bool) -> tf.Tensor:
@@ -85,10 +89,10 @@ class SplitConvNet(snt.Module):
     name: str = "split_conv_net",
   ):
     super().__init__(name=name)
-    if len(channels) != len(strides):
+    if not channels or len(channels) != len(strides):
       raise ValueError(
-        "Expected one stride per conv block. Received: "
-        f"channels={list(channels)}, strides={list(strides)}"
+        "Expected at least one conv block and one stride per block. "
+        f"Received: channels={list(channels)}, strides={list(strides)}"
       )
     self.parts: List[snt.Module] = [
       ConvBlock(c, s, batch_norm, name=f"block_{i}")
@@ -153,6 +157,7 @@ class SplitResNet50(snt.Module):
 
   def __init__(self, num_classes: int, name: str = "split_resnet50"):
     super().__init__(name=name)
+    checks.positive_ints(num_classes=num_classes)
     bn_config = {"decay_rate": 0.9, "eps": 1e-5}
     self.parts: List[snt.Module] = [_ResNetStem(bn_config)]
     self.parts += [
@@ -194,6 +199,11 @@ class DirectSG(snt.Module):
     name: str = "direct_sg",
   ):
     super().__init__(name=name)
+    checks.positive_ints(
+      num_classes=num_classes,
+      channels=channels,
+      hidden_channels=hidden_channels,
+    )
     self._num_classes = num_classes
     self._hidden = snt.Conv2D(hidden_channels, 3, name="hidden")
     self._output = snt.Conv2D(
@@ -225,6 +235,11 @@ class ScalarCritic(snt.Module):
     name: str = "scalar_critic",
   ):
     super().__init__(name=name)
+    checks.positive_ints(
+      num_classes=num_classes,
+      hidden_channels=hidden_channels,
+      hidden_size=hidden_size,
+    )
     self._num_classes = num_classes
     self._conv = snt.Conv2D(hidden_channels, 3, name="conv")
     self._hidden = snt.Linear(hidden_size, name="hidden")
@@ -256,6 +271,9 @@ class LossCritic(snt.Module):
     self, num_classes: int, hidden_channels: int = 64, name: str = "loss_critic"
   ):
     super().__init__(name=name)
+    checks.positive_ints(
+      num_classes=num_classes, hidden_channels=hidden_channels
+    )
     self._conv = snt.Conv2D(hidden_channels, 3, name="conv")
     self._logits = snt.Linear(num_classes, name="logits")
 

@@ -12,26 +12,49 @@ scores still count whole games), advantages A = R - V(s) (not trained
 through), RMSProp and global-norm clipping, as in the A3C paper and OpenAI
 Baselines' A2C.
 
-The environments are `ale_py.vector_env.AtariVectorEnv` (84×84 grayscale,
-4 stacked frames, frame skip 4 with max-pooling, up to 30 no-op starts,
-fire on reset) or anything with the same `reset`/`step` interface (the
-tests use a small fake). Rewards are clipped to [-1, 1] for learning; the
-episode returns logged and evaluated are the game's own scores.
+The environments come from `atari_env.make_atari_env` (or anything with the
+same interface; the tests use `sobolev_tf.testing.FakeAtariEnv`). Rewards
+are clipped to [-1, 1] for learning; the episode returns logged and
+evaluated are the game's own scores.
+
+`TeacherTask` trains a teacher as a task of `launch/loop.py`. Resuming is
+exact: ALE's vector environment cannot save and restore its emulators'
+state, but it is deterministic given its seed and the actions taken, so the
+task keeps every action in its checkpoint and, on resuming, resets the
+environments with the run's seed and replays them: environment steps only,
+no network, about a fifth of the time the training took (an update's 5
+steps of 16 games take about 18 ms of its 95 ms on the development
+machine's 2 cores; replaying 400 Pong updates took 0.49 of their training
+time while other jobs loaded the CPU). With the actions drawn from
+stateless seeds of `(seed, step)`, a run killed and resumed ends with the
+weights of one never killed.
 """
 
 import dataclasses
+import math
+import os
 import time
 from typing import Any
 from typing import Callable
 from typing import Dict
 from typing import List
 from typing import Optional
+from typing import Tuple
 
+from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
 
+from sobolev_tf import checks
 from sobolev_tf.layers import atari
+from sobolev_tf.tasks import atari_env
+from sobolev_tf.tasks import base
+
+# `benchmarks/a2c_benchmark.py` makes its environments through this module.
+make_atari_env = atari_env.make_atari_env
+
+FRAMES_PER_STEP = 4  # ALE's frame skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,59 +79,26 @@ class Config:
   entropy_weight: float = 0.01
   max_grad_norm: float = 0.5
 
-
-class ChannelsLast:
-  """A vector env whose `[N, 4, 84, 84]` frame stacks become `[N, 84, 84, 4]`.
-
-  ALE's vector env stacks frames first; Sonnet's convolutions want channels
-  last.
-  """
-
-  def __init__(self, env):
-    self.env = env
-    self.single_action_space = env.single_action_space
-    self.num_envs = env.num_envs
-
-  def reset(self, seed=None):
-    """Resets every environment; returns `(observations, info)`."""
-    observations, info = self.env.reset(seed=seed)
-    return np.transpose(observations, (0, 2, 3, 1)), info
-
-  def step(self, actions):
-    """Steps every environment; observations channels-last."""
-    observations, *rest = self.env.step(actions)
-    return (np.transpose(observations, (0, 2, 3, 1)), *rest)
-
-  def close(self):
-    """Closes the environments."""
-    self.env.close()
-
-
-def make_atari_env(game: str, num_envs: int, seed: int = 0, **kwargs):
-  """`num_envs` Atari games with the standard preprocessing, seeded.
-
-  Args:
-    game: ALE name, e.g. `"pong"`, `"breakout"`, `"space_invaders"`.
-    num_envs: number of environments.
-    seed: seed of the no-op starts and sticky randomness.
-    **kwargs: passed to `AtariVectorEnv`.
-
-  Returns:
-    The vector environment; observations are uint8 `[N, 84, 84, 4]`.
-  """
-  from ale_py import vector_env  # imported here: tests use a fake env
-
-  env = ChannelsLast(
-    vector_env.AtariVectorEnv(
-      game,
-      num_envs,
-      reward_clipping=False,
-      autoreset_mode="SameStep",
-      **kwargs,
+  def __post_init__(self):
+    checks.positive_ints(
+      num_envs=self.num_envs, rollout_length=self.rollout_length
     )
-  )
-  env.reset(seed=seed)
-  return env
+    if not 0 <= self.discount <= 1:
+      raise ValueError(
+        "Received an invalid value for `discount`, expected a number in "
+        f"[0, 1]. Received: discount={self.discount}"
+      )
+    checks.positive_numbers(
+      learning_rate=self.learning_rate, max_grad_norm=self.max_grad_norm
+    )
+    checks.non_negative_numbers(
+      value_weight=self.value_weight, entropy_weight=self.entropy_weight
+    )
+
+  @property
+  def frames_per_update(self) -> int:
+    """Game frames one update consumes: steps × environments × frame skip."""
+    return self.rollout_length * self.num_envs * FRAMES_PER_STEP
 
 
 def n_step_returns(
@@ -133,25 +123,6 @@ def n_step_returns(
   return returns
 
 
-def sample_actions(logits, seed) -> tf.Tensor:
-  """Actions `[N]` (int64) drawn from the policies `softmax(logits)`, `[N, A]`.
-
-  Gumbel-max sampling from a stateless seed `[2]`: the same seed gives the
-  same actions, eagerly and in a `tf.function` (and it compiles with XLA,
-  which has no kernel for `tf.random.stateless_categorical`, though with
-  another random stream).
-  """
-  logits = tf.convert_to_tensor(logits, tf.float32)
-  uniform = tf.random.stateless_uniform(
-    tf.shape(logits),
-    tf.cast(seed, tf.int64),
-    minval=1e-20,
-    maxval=1.0,
-    alg="philox",
-  )
-  return tf.argmax(logits - tf.math.log(-tf.math.log(uniform)), -1)
-
-
 class A2CLearner:
   """An `AtariTeacher` and its optimiser; `update` is one A2C step.
 
@@ -161,13 +132,18 @@ class A2CLearner:
     jit_compile: compile acting and updating with XLA (measured no faster
       on a 2-core CPU, where the convolutions dominate:
       `benchmarks/a2c_benchmark.py`).
+    seed: seed of the network's initial weights.
   """
 
   def __init__(
-    self, num_actions: int, config: Config = Config(), jit_compile: bool = False
+    self,
+    num_actions: int,
+    config: Config = Config(),
+    jit_compile: bool = False,
+    seed: int = 0,
   ):
     self.config = config
-    self.network = atari.AtariTeacher(num_actions)
+    self.network = atari.AtariTeacher(num_actions, seed=seed)
     self.network(tf.zeros([1, *atari.FRAME_SHAPE], tf.uint8))
     # Keras adds epsilon inside the square root; Baselines' TF1 RMSProp did
     # too, with 1e-5, which for this network's per-weight gradients (~1e-5)
@@ -181,45 +157,47 @@ class A2CLearner:
       global_clipnorm=config.max_grad_norm,
     )
     self.optimizer.build(self.network.trainable_variables)
-    self.frames = tf.Variable(0, dtype=tf.int64, name="frames")
     self._act = tf.function(self._act_fn, jit_compile=jit_compile)
     self._update = tf.function(self._update_fn, jit_compile=jit_compile)
 
   def _act_fn(self, frames: tf.Tensor, seed: tf.Tensor):
     logits, values = self.network(frames)
-    return sample_actions(logits, seed), values
+    return atari_env.sample_actions(logits, seed), values
 
   def act(self, frames: np.ndarray, seed) -> tuple:
     """Sampled actions `[N]` and state values `[N]` (NumPy)."""
     actions, values = self._act(frames, tf.constant(seed, tf.int64))
     return actions.numpy(), values.numpy()
 
-  def _update_fn(self, frames, actions, returns):
-    with tf.GradientTape() as tape:
-      logits, values = self.network(frames)
-      log_policy = tf.nn.log_softmax(logits)
-      chosen = tf.gather(log_policy, actions, batch_dims=1)
-      advantages = tf.stop_gradient(returns - values)
-      policy_loss = -tf.reduce_mean(chosen * advantages)
-      value_loss = 0.5 * tf.reduce_mean(tf.square(returns - values))
-      entropy = -tf.reduce_mean(
-        tf.reduce_sum(tf.exp(log_policy) * log_policy, -1)
-      )
-      loss = (
-        policy_loss
-        + self.config.value_weight * value_loss
-        - self.config.entropy_weight * entropy
-      )
-    variables = self.network.trainable_variables
-    gradients = tape.gradient(loss, variables)
-    self.optimizer.apply(gradients, variables)
+  def _losses(self, frames, actions, returns) -> Dict[str, tf.Tensor]:
+    logits, values = self.network(frames)
+    log_policy = tf.nn.log_softmax(logits)
+    chosen = tf.gather(log_policy, actions, batch_dims=1)
+    advantages = tf.stop_gradient(returns - values)
+    policy_loss = -tf.reduce_mean(chosen * advantages)
+    value_loss = 0.5 * tf.reduce_mean(tf.square(returns - values))
+    entropy = -tf.reduce_mean(
+      tf.reduce_sum(tf.exp(log_policy) * log_policy, -1)
+    )
+    loss = (
+      policy_loss
+      + self.config.value_weight * value_loss
+      - self.config.entropy_weight * entropy
+    )
     return {
       "loss": loss,
       "policy_loss": policy_loss,
       "value_loss": value_loss,
       "entropy": entropy,
-      "gradient_norm": tf.linalg.global_norm(gradients),
     }
+
+  def _update_fn(self, frames, actions, returns):
+    with tf.GradientTape() as tape:
+      logs = self._losses(frames, actions, returns)
+    variables = self.network.trainable_variables
+    gradients = tape.gradient(logs["loss"], variables)
+    self.optimizer.apply(gradients, variables)
+    return {**logs, "gradient_norm": tf.linalg.global_norm(gradients)}
 
   def update(self, frames, actions, returns) -> Dict[str, float]:
     """One A2C step on a flattened rollout; returns its scalar logs."""
@@ -229,201 +207,265 @@ class A2CLearner:
     return {name: float(value) for name, value in logs.items()}
 
 
-def train(
-  learner: A2CLearner,
-  env,
-  num_frames: int,
-  seed: int = 0,
-  frames_per_step: int = 4,
-  on_log: Optional[Callable[[int, Dict[str, float]], None]] = None,
-  on_checkpoint: Optional[Callable[[int], None]] = None,
-  log_every: int = 100,
-  checkpoint_every: int = 1000,
-) -> List[float]:
-  """Trains `learner` on `env` until `learner.frames` reaches `num_frames`.
+class Environments:
+  """A vector environment and what A2C tracks about it.
+
+  It keeps the current observations, the running game score of every
+  environment, the scores of the finished episodes and the lives left;
+  `step` turns one step into clipped rewards and the places where returns
+  end (an episode's end or a lost life).
 
   Args:
-    learner: the learner (its `frames` counter says where to resume).
-    env: vector environment, already reset.
-    num_frames: game frames to train for (steps × frame skip × envs).
-    seed: seed of the action sampling, folded with the update number.
-    frames_per_step: game frames per environment step (the frame skip).
-    on_log: called with `(frames, logs)` every `log_every` updates.
-    on_checkpoint: called with `frames` every `checkpoint_every` updates
-      and at the end.
-    log_every: updates between logs.
-    checkpoint_every: updates between checkpoints.
-
-  Returns:
-    The game score of every episode finished during training.
+    env: the vector environment.
+    seed: seed of its `reset`.
   """
-  config = learner.config
-  num_envs = config.num_envs
-  observations, info = env.reset(seed=seed)
-  lives = np.asarray(info["lives"]) if "lives" in info else None
-  running_returns = np.zeros(num_envs)
-  finished: List[float] = []
-  update = 0
-  start = time.perf_counter()
-  start_frames = int(learner.frames.numpy())
-  while int(learner.frames.numpy()) < num_frames:
-    frames, actions, rewards, dones = [], [], [], []
-    for t in range(config.rollout_length):
-      step_seed = [seed, start_frames + update * config.rollout_length + t]
-      action, _ = learner.act(observations, step_seed)
-      frames.append(observations)
-      actions.append(action)
-      observations, reward, terminated, truncated, info = env.step(action)
-      done = np.logical_or(terminated, truncated)
-      running_returns += reward
-      for index in np.flatnonzero(done):
-        finished.append(float(running_returns[index]))
-        running_returns[index] = 0.0
-      # A lost life ends the return, not the game (Baselines' EpisodicLife):
-      # the value of the state after it is not bootstrapped into the return.
-      lost_life = np.zeros_like(done)
-      if "lives" in info:
-        if lives is not None:
-          lost_life = np.asarray(info["lives"]) < lives
-        lives = np.asarray(info["lives"])
-      rewards.append(np.sign(reward).astype(np.float32))
-      dones.append(np.logical_or(done, lost_life).astype(np.float32))
-    _, bootstrap = learner.act(observations, [seed, -1 - update])
-    returns = n_step_returns(
-      np.stack(rewards), np.stack(dones), bootstrap, config.discount
+
+  def __init__(self, env, seed: int):
+    self.env = env
+    self.observations, info = env.reset(seed=seed)
+    self._lives = np.asarray(info["lives"]) if "lives" in info else None
+    self._scores = np.zeros(env.num_envs)
+    self.finished: List[float] = []
+
+  def step(self, actions: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Steps every environment with `actions` `[N]`.
+
+    Returns:
+      Rewards clipped to [-1, 1] `[N]`, and 1 where the return is cut
+      `[N]`: the episode ended, or (Baselines' `EpisodicLifeEnv`) a life
+      was lost, so the next state's value is not bootstrapped into it.
+    """
+    self.observations, reward, terminated, truncated, info = self.env.step(
+      actions
     )
-    logs = learner.update(
-      np.concatenate(frames),
-      np.concatenate(actions).astype(np.int64),
+    done = np.logical_or(terminated, truncated)
+    self._scores += reward
+    for index in np.flatnonzero(done):
+      self.finished.append(float(self._scores[index]))
+      self._scores[index] = 0.0
+    lost_life = np.zeros_like(done)
+    if "lives" in info:
+      if self._lives is not None:
+        lost_life = np.asarray(info["lives"]) < self._lives
+      self._lives = np.asarray(info["lives"])
+    cut = np.logical_or(done, lost_life).astype(np.float32)
+    return np.sign(reward).astype(np.float32), cut
+
+
+class TeacherTask(base.HostTask):
+  """Trains an `AtariTeacher` with A2C, as a task of `launch/loop.py`.
+
+  A step is one update (`config.rollout_length` steps of every
+  environment). The checkpoint holds the network, the optimiser and every
+  action taken, `[steps, num_envs]`, which `resume` replays. At the end,
+  `evaluate` plays `eval_episodes` games with the weights rounded to
+  float16, as they are exported; `finish` exports them to
+  `<run_dir>/teacher_<game>.npz` (`atari.save_weights`) and adds uniformly
+  random play's scores from the same starts.
+
+  Args:
+    game: the ALE game.
+    num_frames: game frames to train for, rounded up to whole updates.
+    config: hyperparameters.
+    seed: seed of the initial weights, the environments and the actions.
+    eval_episodes: games played by the teacher and by random play.
+    make_env: `num_envs -> vector environment`; by default ALE's, seeded
+      by `reset`.
+    jit_compile: compile acting and updating with XLA.
+  """
+
+  def __init__(
+    self,
+    game: str,
+    num_frames: int,
+    config: Config = Config(),
+    seed: int = 0,
+    eval_episodes: int = 10,
+    make_env: Optional[Callable[[int], Any]] = None,
+    jit_compile: bool = False,
+  ):
+    checks.positive_ints(num_frames=num_frames, eval_episodes=eval_episodes)
+    checks.non_negative_ints(seed=seed)
+    super().__init__(
+      f"{game}-s{seed}", math.ceil(num_frames / config.frames_per_update)
+    )
+    self.game = game
+    self.config = config
+    self.seed = seed
+    self.eval_episodes = eval_episodes
+    self._make_env = make_env or (
+      lambda num_envs: atari_env.make_atari_env(game, num_envs, seed=seed)
+    )
+    self._jit_compile = jit_compile
+    self._env = self._make_env(config.num_envs)
+    self.num_actions = int(self._env.single_action_space.n)
+    self.learner: Optional[A2CLearner] = None
+    self.environments: Optional[Environments] = None
+    self._actions: Optional[tf.Variable] = None
+    self._log: List[np.ndarray] = []
+    self._teacher_scores: List[float] = []
+
+  def check_strategy(self, strategy: tf.distribute.Strategy) -> None:
+    """A2C steps its environments on this host, on one replica."""
+    if strategy.num_replicas_in_sync != 1:
+      raise ValueError(
+        "Received an invalid value for `strategy`: A2C steps its "
+        "environments on this host and trains on one replica; use default "
+        f"or one_device. Received: {type(strategy).__name__} with "
+        f"{strategy.num_replicas_in_sync} replicas"
+      )
+
+  def hparams(self) -> Dict[str, base.HParamValue]:
+    """The game, frames, seed and every A2C setting."""
+    return {
+      "game": self.game,
+      "frames": self.num_steps * self.config.frames_per_update,
+      "seed": self.seed,
+      **dataclasses.asdict(self.config),
+    }
+
+  def build(self) -> None:
+    """The learner and the (empty) action log."""
+    self.learner = A2CLearner(
+      self.num_actions, self.config, self._jit_compile, seed=self.seed
+    )
+    self._actions = tf.Variable(
+      tf.zeros([0, self.config.num_envs], tf.uint8),
+      shape=tf.TensorShape([None, self.config.num_envs]),
+      trainable=False,
+      name="actions",
+    )
+
+  @property
+  def step_counter(self) -> tf.Variable:
+    """The number of updates."""
+    return self.learner.optimizer.iterations
+
+  def checkpoint_items(self) -> Dict[str, Any]:
+    """The network, the optimiser and the action log."""
+    return {
+      "network": self.learner.network,
+      "optimizer": self.learner.optimizer,
+      "actions": self._actions,
+    }
+
+  def resume(self, start_step: int) -> None:
+    """Resets the environments and replays the logged actions.
+
+    Raises:
+      RuntimeError: if the log does not hold `start_step` updates.
+    """
+    log = self._actions.numpy()
+    expected = start_step * self.config.rollout_length
+    if len(log) != expected:
+      raise RuntimeError(
+        f"The checkpoint of update {start_step} logs {len(log)} environment "
+        f"steps; {expected} were expected."
+      )
+    start = time.perf_counter()
+    self.environments = Environments(self._env, self.seed)
+    for actions in log:
+      self.environments.step(actions.astype(np.int64))
+    self._log = [log]
+    if len(log):
+      logging.info(
+        "Replayed %d environment steps in %.1fs.",
+        len(log),
+        time.perf_counter() - start,
+      )
+
+  def _rollout(self, update: int) -> Dict[str, np.ndarray]:
+    """`rollout_length` steps of every environment with sampled actions."""
+    steps = {"frames": [], "actions": [], "rewards": [], "cuts": []}
+    for t in range(self.config.rollout_length):
+      step_seed = [self.seed, update * self.config.rollout_length + t]
+      actions, _ = self.learner.act(self.environments.observations, step_seed)
+      steps["frames"].append(self.environments.observations)
+      steps["actions"].append(actions)
+      rewards, cuts = self.environments.step(actions)
+      steps["rewards"].append(rewards)
+      steps["cuts"].append(cuts)
+    return {name: np.stack(values) for name, values in steps.items()}
+
+  def _update(self) -> Dict[str, float]:
+    """One rollout and one update; logs its actions."""
+    update = int(self.step_counter.numpy())
+    rollout = self._rollout(update)
+    _, bootstrap = self.learner.act(
+      self.environments.observations, [self.seed, -1 - update]
+    )
+    returns = n_step_returns(
+      rollout["rewards"], rollout["cuts"], bootstrap, self.config.discount
+    )
+    self._log.append(rollout["actions"].astype(np.uint8))
+    return self.learner.update(
+      np.concatenate(rollout["frames"]),  # [T * N, 84, 84, 4]
+      np.concatenate(rollout["actions"]).astype(np.int64),
       returns.reshape(-1),
     )
-    learner.frames.assign_add(
-      config.rollout_length * num_envs * frames_per_step
+
+  def train(self, num_steps: int) -> Dict[str, float]:
+    """Runs `num_steps` updates and logs their actions in the checkpoint.
+
+    Returns:
+      The mean of the updates' logs, the frames so far, frames per second,
+      and the mean score of the last 20 finished episodes.
+    """
+    start = time.perf_counter()
+    logs = [self._update() for _ in range(num_steps)]
+    seconds = time.perf_counter() - start
+    self._log = [np.concatenate(self._log)]
+    self._actions.assign(self._log[0])
+    result = {name: float(np.mean([e[name] for e in logs])) for name in logs[0]}
+    result["frames"] = float(
+      int(self.step_counter.numpy()) * self.config.frames_per_update
     )
-    update += 1
-    frames_now = int(learner.frames.numpy())
-    if on_log is not None and update % log_every == 0:
-      elapsed = time.perf_counter() - start
-      logs["frames_per_second"] = (frames_now - start_frames) / elapsed
-      if finished:
-        logs["episode_return"] = float(np.mean(finished[-20:]))
-      on_log(frames_now, logs)
-    if on_checkpoint is not None and update % checkpoint_every == 0:
-      on_checkpoint(frames_now)
-  if on_checkpoint is not None:
-    on_checkpoint(int(learner.frames.numpy()))
-  return finished
-
-
-def evaluate(
-  policy: Callable[[np.ndarray, Any], np.ndarray],
-  env,
-  num_episodes: int,
-  seed: int = 0,
-) -> List[float]:
-  """Game scores of `num_episodes` episodes played by `policy`.
-
-  Every environment plays the same number of whole episodes,
-  `ceil(num_episodes / env.num_envs)`, and the scores are taken by
-  environment index, not by finishing order: taking the first episodes to
-  finish would favour short, usually low-scoring, games.
-
-  Args:
-    policy: `(observations, seed) -> actions`.
-    env: vector environment.
-    num_episodes: episodes to score.
-    seed: seed of the environments and of the policy's sampling.
-
-  Returns:
-    The scores: every environment's first episode, in environment order,
-    then every environment's second, and so on, `num_episodes` in all.
-  """
-  observations, _ = env.reset(seed=seed)
-  num_envs = len(observations)
-  per_env = -(-num_episodes // num_envs)
-  running = np.zeros(num_envs)
-  scores: List[List[float]] = [[] for _ in range(num_envs)]
-  step = 0
-  while min(len(own) for own in scores) < per_env:
-    actions = policy(observations, [seed, step])
-    observations, reward, terminated, truncated, _ = env.step(actions)
-    running += reward
-    for index in np.flatnonzero(np.logical_or(terminated, truncated)):
-      if len(scores[index]) < per_env:
-        scores[index].append(float(running[index]))
-      running[index] = 0.0
-    step += 1
-  ordered = [own[k] for k in range(per_env) for own in scores]
-  return ordered[:num_episodes]
-
-
-def play(
-  logits_fn: Optional[Callable[[np.ndarray], Any]],
-  env,
-  num_episodes: int,
-  seed: int = 0,
-) -> List[float]:
-  """Scores of `num_episodes` games sampled from `softmax(logits_fn(frames))`.
-
-  Args:
-    logits_fn: frames `[N, 84, 84, 4]` to action logits `[N, A]`; `None`
-      plays uniformly at random over `env.single_action_space`.
-    env: vector environment.
-    num_episodes: episodes to finish.
-    seed: seed of the environments and of the action sampling.
-
-  Returns:
-    The episodes' scores, in the order they finished.
-  """
-
-  def policy(frames, step_seed):
-    if logits_fn is None:
-      logits = tf.zeros([len(frames), env.single_action_space.n])
-    else:
-      logits = logits_fn(frames)
-    return sample_actions(logits, step_seed).numpy()
-
-  return evaluate(policy, env, num_episodes, seed)
-
-
-def save_weights(network, path: str) -> None:
-  """Writes `network`'s variables to `path` as float16 `.npz` (no pickles)."""
-  np.savez_compressed(
-    path,
-    **{v.name: v.numpy().astype(np.float16) for v in network.variables},
-  )
-
-
-def load_weights(network, path: str) -> None:
-  """Assigns the variables saved by `save_weights` (weights only).
-
-  Raises:
-    ValueError: if the file's names or shapes differ from `network`'s.
-  """
-  with np.load(path, allow_pickle=False) as saved:
-    names = {v.name for v in network.variables}
-    if set(saved.files) != names:
-      raise ValueError(
-        f"The weights in {path} do not match the network: missing "
-        f"{sorted(names - set(saved.files))}, unexpected "
-        f"{sorted(set(saved.files) - names)}."
+    result["frames_per_second"] = (
+      num_steps * self.config.frames_per_update / seconds
+    )
+    if self.environments.finished:
+      result["episode_return"] = float(
+        np.mean(self.environments.finished[-20:])
       )
-    for variable in network.variables:
-      value = saved[variable.name]
-      if value.shape != tuple(variable.shape):
-        raise ValueError(
-          f"Shape mismatch for {variable.name} in {path}: saved "
-          f"{value.shape}, expected {tuple(variable.shape)}."
-        )
-      variable.assign(value.astype(variable.dtype.as_numpy_dtype))
+    return result
 
+  def _float16_teacher(self) -> atari.AtariTeacher:
+    """A copy of the network with its weights rounded to float16."""
+    teacher = atari.AtariTeacher(self.num_actions)
+    teacher(tf.zeros([1, *atari.FRAME_SHAPE], tf.uint8))
+    for source, target in zip(
+      self.learner.network.variables, teacher.variables, strict=True
+    ):
+      target.assign(tf.cast(tf.cast(source, tf.float16), tf.float32))
+    return teacher
 
-def load_teacher(path: str, num_actions: int) -> atari.AtariTeacher:
-  """An `AtariTeacher` with the weights `save_weights` wrote to `path`.
+  def _play(self, logits_fn) -> List[float]:
+    """`eval_episodes` games from the evaluation starts (seed + 1)."""
+    env = self._make_env(self.config.num_envs)
+    scores = atari_env.play(logits_fn, env, self.eval_episodes, self.seed + 1)
+    env.close()
+    return scores
 
-  Reads arrays only (`allow_pickle=False`): loading runs no code.
-  """
-  teacher = atari.AtariTeacher(num_actions)
-  teacher(tf.zeros([1, *atari.FRAME_SHAPE], tf.uint8))
-  load_weights(teacher, path)
-  return teacher
+  def evaluate(self) -> Dict[str, float]:
+    """Mean and std of the float16 teacher's scores over `eval_episodes`."""
+    teacher = self._float16_teacher()
+    self._teacher_scores = self._play(tf.function(teacher.policy_logits))
+    return {
+      "teacher_mean": float(np.mean(self._teacher_scores)),
+      "teacher_std": float(np.std(self._teacher_scores)),
+    }
+
+  def finish(self, run_dir: str, chief: bool) -> Dict[str, Any]:
+    """Exports the weights; adds random play's and the teacher's scores."""
+    random_scores = self._play(None)
+    path = os.path.join(run_dir, f"teacher_{self.game}.npz")
+    extra = {
+      "random_mean": float(np.mean(random_scores)),
+      "random_std": float(np.std(random_scores)),
+      "scores": {"teacher": self._teacher_scores, "random": random_scores},
+      "weights": path,
+    }
+    if chief:
+      atari.save_weights(self.learner.network, path)
+      extra["weights_bytes"] = tf.io.gfile.stat(path).length
+    return extra

@@ -15,20 +15,33 @@
   derivative weight at 0.
 * `policy_metrics`: test action prediction error (the student's most
   probable action differs from the teacher's) and the mean KL divergence.
+* `DistillationTask`: one student of the Figure 4 sweep as a task of
+  `launch/loop.py`: batches of its share of the training states from
+  `input_pipeline.shuffled_batches` (so a killed run resumes at the same
+  step and batch), checkpoints, evaluation on the test states, and the
+  student's game scores at the end.
 """
 
 import dataclasses
+from typing import Any
 from typing import Callable
 from typing import Dict
+from typing import Optional
 from typing import Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from sobolev_tf import checks
+from sobolev_tf import distribute_utils
 from sobolev_tf import objective as objective_lib
 from sobolev_tf.layers import atari
-from sobolev_tf.tasks import a2c
+from sobolev_tf.tasks import atari_env
+from sobolev_tf.tasks import base
+from sobolev_tf.tasks import input_pipeline
+
+METHODS = ("regular", "sobolev")
 
 
 def record(
@@ -41,7 +54,7 @@ def record(
 
   Args:
     teacher_logits: frames `[N, 84, 84, 4]` uint8 to action logits `[N, A]`.
-    env: vector environment (see `a2c.make_atari_env`).
+    env: vector environment (see `atari_env.make_atari_env`).
     num_states: states to keep (rounded up to a multiple of the number of
       environments, then cut).
     seed: seed of the environments and of the action sampling.
@@ -60,8 +73,8 @@ def record(
     frames.append(observations)
     logits.append(step_logits)
     episodes.append(episode.copy())
-    actions = a2c.sample_actions(step_logits, [seed, len(frames)]).numpy()
-    observations, _, terminated, truncated, _ = env.step(actions)
+    actions = atari_env.sample_actions(step_logits, [seed, len(frames)])
+    observations, _, terminated, truncated, _ = env.step(actions.numpy())
     for index in np.flatnonzero(np.logical_or(terminated, truncated)):
       episode[index] = next_episode
       next_episode += 1
@@ -89,11 +102,7 @@ def split_by_episode(
     ValueError: if `test_fraction` is not in (0, 1) or there are fewer
       than two episodes.
   """
-  if not 0 < test_fraction < 1:
-    raise ValueError(
-      "Received an invalid value for `test_fraction`, expected a number in "
-      f"(0, 1). Received: test_fraction={test_fraction}"
-    )
+  checks.fraction("test_fraction", test_fraction)
   unique = np.unique(episodes)
   if len(unique) < 2:
     raise ValueError(
@@ -127,21 +136,30 @@ class Config:
   derivative_weight: float = 1.0
   learning_rate: float = 1e-3
 
+  def __post_init__(self):
+    checks.positive_ints(num_actions=self.num_actions)
+    checks.non_negative_numbers(derivative_weight=self.derivative_weight)
+    checks.positive_numbers(learning_rate=self.learning_rate)
+
 
 class Distiller:
   """A student, its optimiser, and the distillation objective.
 
+  Build it under a strategy's scope to train on several replicas:
+  `train_step` runs in a replica context (or without a strategy), each
+  replica drawing its own directions.
+
   Args:
     config: settings.
     teacher: the teacher network; its `policy_logits` is the target.
-    seed: seed of the student's initialisation and the projections.
+    seed: seed of the student's initial weights and of the directions.
   """
 
   def __init__(self, config: Config, teacher: atari.AtariTeacher, seed=0):
+    checks.non_negative_ints(seed=seed)
     self.config = config
     self.teacher = teacher
-    keras.utils.set_random_seed(seed)
-    self.student = atari.AtariStudent(config.num_actions)
+    self.student = atari.AtariStudent(config.num_actions, seed=seed)
     self.student(tf.zeros([1, *atari.FRAME_SHAPE], tf.uint8))
     self.optimizer = keras.optimizers.Adam(config.learning_rate)
     self.optimizer.build(self.student.trainable_variables)
@@ -155,26 +173,24 @@ class Distiller:
     )
     self._seed = seed
 
-  def _inputs(self, frames: tf.Tensor) -> tf.Tensor:
-    # Derivatives are taken with respect to the frames as floats (0 to 255).
-    return tf.cast(frames, tf.float32)
-
   def train_step(self, frames: tf.Tensor) -> Dict[str, tf.Tensor]:
     """One Adam step on a batch of recorded states; returns the terms."""
-    x = self._inputs(frames)
-    seed = tf.stack(
-      [
-        tf.constant(self._seed, tf.int64),
-        tf.cast(tf.convert_to_tensor(self.optimizer.iterations), tf.int64),
-      ]
-    )
+    # Derivatives are taken with respect to the frames as floats (0 to 255).
+    x = tf.cast(frames, tf.float32)
     with tf.GradientTape() as tape:
       losses = self.objective(
-        self.student, x, teacher=self.teacher.policy_logits, seed=seed
+        self.student,
+        x,
+        teacher=self.teacher.policy_logits,
+        seed=distribute_utils.step_seed(self._seed, self.optimizer.iterations),
       )
     variables = self.student.trainable_variables
     self.optimizer.apply(tape.gradient(losses.total, variables), variables)
-    return {"loss": losses.total, **losses.terms}
+    scale = distribute_utils.replica_scale()
+    return {
+      "loss": losses.total / scale,
+      **{name: term / scale for name, term in losses.terms.items()},
+    }
 
 
 def policy_metrics(
@@ -193,3 +209,204 @@ def policy_metrics(
     )
   )
   return {"action_error": float(error), "kl": float(kl)}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """One student of the sweep.
+
+  Attributes:
+    game: the ALE game of the teacher.
+    fraction: share of the training states the student learns from.
+    method: `regular` (KL only) or `sobolev` (KL + the Sobolev term).
+    seed: seed of the share, the initial weights, batches and directions.
+    steps: training steps.
+    batch_size: global batch size.
+    learning_rate: Adam step size.
+    derivative_weight: weight of the Sobolev term of `sobolev`.
+    play_episodes: games the trained student plays (0: none).
+    play_seed: seed of those games' starts, shared by every player.
+  """
+
+  game: str
+  fraction: float
+  method: str
+  seed: int
+  steps: int = 2000
+  batch_size: int = 32
+  learning_rate: float = 1e-3
+  derivative_weight: float = 1e6
+  play_episodes: int = 0
+  play_seed: int = 1
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ValueError(
+        f"Received an invalid value for `method`, expected one of "
+        f"{list(METHODS)}. Received: method={self.method!r}"
+      )
+    checks.fraction("fraction", self.fraction, include_one=True)
+    checks.positive_ints(steps=self.steps, batch_size=self.batch_size)
+    checks.positive_numbers(learning_rate=self.learning_rate)
+    checks.non_negative_numbers(derivative_weight=self.derivative_weight)
+    checks.non_negative_ints(
+      seed=self.seed, play_episodes=self.play_episodes, play_seed=self.play_seed
+    )
+
+  @property
+  def run_id(self) -> str:
+    """A name unique within a sweep, usable as a directory name."""
+    return f"{self.game}-f{self.fraction:g}-{self.method}-s{self.seed}"
+
+  @property
+  def weight(self) -> float:
+    """The Sobolev term's weight: 0 for `regular`."""
+    return self.derivative_weight if self.method == "sobolev" else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+  """Recorded states split by episode, shared by the runs of a sweep.
+
+  Attributes:
+    frames: uint8 `[S, 84, 84, 4]`, a tensor made once for every run.
+    logits: the teacher's logits there, float32 `[S, A]`.
+    train: indices of the training states.
+    test: indices of the test states.
+  """
+
+  frames: tf.Tensor
+  logits: np.ndarray
+  train: np.ndarray
+  test: np.ndarray
+
+
+class DistillationTask(base.DatasetTask):
+  """One student of the Figure 4 sweep, as a task of `launch/loop.py`.
+
+  Args:
+    config: the run.
+    teacher_path: the teacher's weights (`atari.save_weights`), loaded
+      under the strategy's scope.
+    recording: the recorded states and their split.
+  """
+
+  def __init__(
+    self, config: RunConfig, teacher_path: str, recording: Recording
+  ):
+    super().__init__(config.run_id, config.steps)
+    self.config = config
+    self.teacher_path = teacher_path
+    self.recording = recording
+    count = max(
+      config.batch_size, round(config.fraction * len(recording.train))
+    )
+    rng = np.random.default_rng(config.seed)
+    self.chosen = rng.choice(
+      recording.train, min(count, len(recording.train)), replace=False
+    )
+    self.distiller: Optional[Distiller] = None
+
+  def check_strategy(self, strategy: tf.distribute.Strategy) -> None:
+    """The global batch must divide among the replicas."""
+    base.check_global_batch(self.config.batch_size, strategy)
+
+  def hparams(self) -> Dict[str, base.HParamValue]:
+    """Every setting of the run but the play seed."""
+    return {
+      key: value
+      for key, value in dataclasses.asdict(self.config).items()
+      if key != "play_seed"
+    }
+
+  def record(self, metrics: Dict[str, float]) -> Dict[str, Any]:
+    """The base record with the number of training states."""
+    return {**super().record(metrics), "train_states": int(len(self.chosen))}
+
+  def build(self) -> None:
+    """The teacher (loaded), the student and its optimiser."""
+    num_actions = self.recording.logits.shape[-1]
+    teacher = atari.load_teacher(self.teacher_path, num_actions)
+    self.distiller = Distiller(
+      Config(
+        num_actions=num_actions,
+        derivative_weight=self.config.weight,
+        learning_rate=self.config.learning_rate,
+      ),
+      teacher,
+      seed=self.config.seed,
+    )
+
+  @property
+  def step_counter(self) -> tf.Variable:
+    """The student optimiser's step."""
+    return self.distiller.optimizer.iterations
+
+  def checkpoint_items(self) -> Dict[str, Any]:
+    """The student and its optimiser."""
+    return {
+      "student": self.distiller.student,
+      "optimizer": self.distiller.optimizer,
+    }
+
+  def dataset(
+    self, context: tf.distribute.InputContext, start_step: int
+  ) -> tf.data.Dataset:
+    """Frame batches of the chosen training states from `start_step` on."""
+    frames = self.recording.frames
+    return input_pipeline.shuffled_batches(
+      self.chosen, self.config.batch_size, self.config.seed, start_step, context
+    ).map(lambda index: tf.gather(frames, index))
+
+  def train_step(self, frames: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """`Distiller.train_step`."""
+    return self.distiller.train_step(frames)
+
+  def evaluate(self) -> Dict[str, float]:
+    """Test action error and KL on the held-out episodes' states."""
+    student = tf.function(self.distiller.student)
+    test = self.recording.test
+    logits = np.concatenate(
+      [
+        student(tf.gather(self.recording.frames, test[i : i + 256])).numpy()
+        for i in range(0, len(test), 256)
+      ]
+    )
+    return policy_metrics(logits, self.recording.logits[test])
+
+  def finish(self, run_dir: str, chief: bool) -> Dict[str, Any]:
+    """The trained student's game scores (`scores`), played by the chief."""
+    del run_dir
+    if not chief or not self.config.play_episodes:
+      return {"scores": []}
+    return {
+      "scores": play_scores(
+        tf.function(self.distiller.student),
+        self.config.game,
+        self.config.play_episodes,
+        self.config.play_seed,
+      )
+    }
+
+
+def play_scores(
+  logits_fn: Optional[Callable[[Any], Any]],
+  game: str,
+  num_episodes: int,
+  seed: int,
+) -> list:
+  """Scores of `num_episodes` whole games of `game`, one per environment.
+
+  Args:
+    logits_fn: frames to action logits; `None` plays uniformly at random.
+    game: the ALE game.
+    num_episodes: games to play.
+    seed: seed of the games' starts and of the action sampling.
+
+  Returns:
+    The scores, by environment.
+  """
+  env = atari_env.make_atari_env(game, num_episodes, seed=seed)
+  scores = atari_env.play(logits_fn, env, num_episodes, seed)
+  env.close()
+  return scores

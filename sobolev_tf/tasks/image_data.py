@@ -30,10 +30,17 @@ quick runs.
 
 Training datasets shuffle, repeat forever and drop the last partial batch;
 evaluation datasets make one pass in file order and keep the partial batch.
-The random crop and flip of element `i` of the repeated stream use the
-stateless seed derived from `(seed, i)`, so a seed fixes every batch; the
-shuffle order is fixed by `seed` together with TensorFlow's global seed
-(`keras.utils.set_random_seed`), if one is set.
+Digits batches come from `input_pipeline.shuffled_batches`, so batch `k`
+depends only on `seed` and `k`. For the tfds datasets, the random crop and
+flip of element `i` of the repeated stream use the stateless seed derived
+from `(seed, i)`; the shuffle order is fixed by `seed` together with
+TensorFlow's global seed (`keras.utils.set_random_seed`), if one is set.
+
+`load` starts any of them at a global step (`start_step`) and under
+`tf.distribute` (`input_context`): `batch_size` is then the global batch,
+each input pipeline gets its replicas' slices of it, and the batches from
+`start_step` on are those an uninterrupted run sees after it (digits
+without reading the batches before it; the tfds datasets by skipping them).
 
 tfds splits accept tfds slicing, e.g. `split="train[:45000]"` to hold out a
 validation set. Tests run the tfds pipelines offline on the random examples of
@@ -48,6 +55,9 @@ from typing import Tuple
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from sobolev_tf import checks
+from sobolev_tf.tasks import input_pipeline
 
 DATASETS = ("digits", "cifar10", "imagenet2012")
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "imagenet2012": 1000}
@@ -103,15 +113,6 @@ def _check_split(name: str, split: str) -> None:
     )
 
 
-def _check_positive(**values: int) -> None:
-  for key, value in values.items():
-    if not isinstance(value, (int, np.integer)) or value < 1:
-      raise ValueError(
-        f"Received an invalid value for `{key}`, expected a positive "
-        f"integer. Received: {key}={value!r}"
-      )
-
-
 def _element_seeds(seed: int, index: tf.Tensor, num: int) -> tf.Tensor:
   """`num` stateless seeds `[num, 2]` for element `index` of the stream."""
   element_seed = tf.stack([tf.constant(seed, tf.int64), index])
@@ -158,6 +159,19 @@ def _finish(
   )
 
 
+def _cifar10_preprocess(image, label, seeds, training: bool):
+  """Scales, pads 4, crops and flips (when training) and standardises."""
+  image = tf.image.convert_image_dtype(image, tf.float32)  # [32, 32, 3]
+  if training:
+    padding = _CIFAR10_PADDING
+    image = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+    image = tf.image.stateless_random_crop(
+      image, IMAGE_SHAPES["cifar10"], seed=seeds[0]
+    )
+    image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+  return _normalise(image, CIFAR10_MEAN, CIFAR10_STD), label
+
+
 def cifar10(
   split: str,
   batch_size: int,
@@ -183,7 +197,7 @@ def cifar10(
     ValueError: if `split` or `batch_size` is invalid.
   """
   _check_split("cifar10", split)
-  _check_positive(batch_size=batch_size)
+  checks.positive_ints(batch_size=batch_size)
   dataset = tfds.load(
     "cifar10",
     split=split,
@@ -193,21 +207,10 @@ def cifar10(
     read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
   )
   # 50,000 uint8 images take 150 MB: keep them and shuffle all of them.
-  dataset = dataset.cache()
-  height, width, channels = IMAGE_SHAPES["cifar10"]
-
-  def preprocess(image, label, seeds):
-    image = tf.image.convert_image_dtype(image, tf.float32)  # [32, 32, 3]
-    if training:
-      padding = _CIFAR10_PADDING
-      image = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
-      image = tf.image.stateless_random_crop(
-        image, [height, width, channels], seed=seeds[0]
-      )
-      image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
-    return _normalise(image, CIFAR10_MEAN, CIFAR10_STD), label
-
-  return _finish(dataset, preprocess, batch_size, training, seed, 50_000)
+  preprocess = functools.partial(_cifar10_preprocess, training=training)
+  return _finish(
+    dataset.cache(), preprocess, batch_size, training, seed, 50_000
+  )
 
 
 def _imagenet_train_image(
@@ -250,6 +253,16 @@ def _imagenet_eval_image(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
   )
 
 
+def _imagenet_preprocess(image_bytes, label, seeds, training, image_size):
+  """The training or evaluation crop, then the ImageNet normalisation."""
+  if training:
+    image = _imagenet_train_image(image_bytes, seeds, image_size)
+  else:
+    image = _imagenet_eval_image(image_bytes, image_size)
+  image = _normalise(image / 255.0, IMAGENET_MEAN, IMAGENET_STD)
+  return tf.ensure_shape(image, [image_size, image_size, 3]), label
+
+
 def imagenet2012(
   split: str,
   batch_size: int,
@@ -287,7 +300,7 @@ def imagenet2012(
     ValueError: if `split`, `batch_size` or `image_size` is invalid.
   """
   _check_split("imagenet2012", split)
-  _check_positive(batch_size=batch_size, image_size=image_size)
+  checks.positive_ints(batch_size=batch_size, image_size=image_size)
   dataset = tfds.load(
     "imagenet2012",
     split=split,
@@ -301,14 +314,9 @@ def imagenet2012(
     },
   )
 
-  def preprocess(image_bytes, label, seeds):
-    if training:
-      image = _imagenet_train_image(image_bytes, seeds, image_size)
-    else:
-      image = _imagenet_eval_image(image_bytes, image_size)
-    image = _normalise(image / 255.0, IMAGENET_MEAN, IMAGENET_STD)
-    return tf.ensure_shape(image, [image_size, image_size, 3]), label
-
+  preprocess = functools.partial(
+    _imagenet_preprocess, training=training, image_size=image_size
+  )
   return _finish(
     dataset, preprocess, batch_size, training, seed, _IMAGENET_SHUFFLE_BUFFER
   )
@@ -376,6 +384,8 @@ def digits(
   training: bool,
   seed: int = 0,
   test_fraction: float = 0.25,
+  start_step: int = 0,
+  input_context: Optional[tf.distribute.InputContext] = None,
 ) -> tf.data.Dataset:
   """scikit-learn digits `(image, label)` batches.
 
@@ -386,6 +396,8 @@ def digits(
       partial batch; otherwise one pass in order.
     seed: seed of the permutations; the split itself does not depend on it.
     test_fraction: fraction of the examples in the test split.
+    start_step: first global batch (training only).
+    input_context: from `strategy.distribute_datasets_from_function`.
 
   Returns:
     Batches of images float32 `[B, 8, 8, 1]`, standardised with the train
@@ -395,30 +407,15 @@ def digits(
     ValueError: if `split`, `batch_size` or `test_fraction` is invalid.
   """
   _check_split("digits", split)
-  _check_positive(batch_size=batch_size)
+  checks.positive_ints(batch_size=batch_size)
   _check_test_fraction(test_fraction)
   images, labels = _digits_splits(float(test_fraction))[split]
-  images, labels = tf.constant(images), tf.constant(labels)
-  if not training:
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-  # Pass `p` uses the permutation drawn from `(seed, p)`, independent of any
-  # global seed.
-  def permutation(epoch):
-    order = tf.random.experimental.stateless_shuffle(
-      tf.range(tf.shape(labels, out_type=tf.int64)[0]),
-      seed=tf.stack([tf.constant(seed, tf.int64), epoch]),
+  if training:
+    return input_pipeline.shuffled_batches(
+      (images, labels), batch_size, seed, start_step, input_context
     )
-    return tf.data.Dataset.from_tensor_slices(order)
-
-  return (
-    tf.data.Dataset.counter()
-    .flat_map(permutation)
-    .batch(batch_size, drop_remainder=True)
-    .map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
-    .prefetch(tf.data.AUTOTUNE)
-  )
+  dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+  return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 _LOADERS = {"digits": digits, "cifar10": cifar10, "imagenet2012": imagenet2012}
@@ -430,6 +427,8 @@ def load(
   batch_size: int,
   training: bool,
   seed: int = 0,
+  start_step: int = 0,
+  input_context: Optional[tf.distribute.InputContext] = None,
   **kwargs,
 ) -> tf.data.Dataset:
   """The `(image, label)` batches of a dataset in `DATASETS`.
@@ -437,9 +436,13 @@ def load(
   Args:
     name: one of `DATASETS`.
     split: a split of that dataset, see `SPLITS`.
-    batch_size: examples per batch.
+    batch_size: examples per batch (the global batch with an
+      `input_context`).
     training: augment, shuffle, repeat and drop the partial batch.
     seed: seed of the shuffle and the augmentation.
+    start_step: first global batch (training only).
+    input_context: from `strategy.distribute_datasets_from_function`: this
+      input pipeline keeps its replicas' slices of every global batch.
     **kwargs: further arguments of the dataset's loader, e.g. `data_dir`,
       `manual_dir`, `image_size` or `test_fraction`.
 
@@ -454,4 +457,25 @@ def load(
       f"Received an invalid value for `name`, expected one of "
       f"{list(DATASETS)}. Received: name={name!r}"
     )
-  return _LOADERS[name](split, batch_size, training, seed=seed, **kwargs)
+  if name == "digits":
+    return digits(
+      split,
+      batch_size,
+      training,
+      seed,
+      start_step=start_step,
+      input_context=input_context,
+      **kwargs,
+    )
+  replicas, per_replica = 1, batch_size
+  if input_context is not None:
+    replicas = input_context.num_replicas_in_sync
+    per_replica = input_context.get_per_replica_batch_size(batch_size)
+  dataset = _LOADERS[name](split, per_replica, training, seed=seed, **kwargs)
+  if training:
+    dataset = dataset.skip(start_step * replicas)
+  if input_context is not None:
+    dataset = dataset.shard(
+      input_context.num_input_pipelines, input_context.input_pipeline_id
+    )
+  return dataset

@@ -1,7 +1,8 @@
 """Regression on optimisation benchmark functions (paper Sec. 4.1, Fig. 2-3).
 
-One run fits an MLP to `train_size` uniform samples of a benchmark function
-with one training method and scores it on a fixed held-out sample. Methods:
+One run (`RunConfig`; `RegressionTask` runs it in `launch/loop.py`) fits an
+MLP to `train_size` uniform samples of a benchmark function with one training
+method and scores it on a fixed held-out sample. Methods:
 
 * `regular`: values only (L2).
 * `sobolev`: values and full input gradients (L2 + L2), the paper's method.
@@ -30,6 +31,8 @@ not. Test errors are reported in original units.
 """
 
 import dataclasses
+import os
+import random
 from typing import Any
 from typing import Dict
 from typing import Optional
@@ -40,9 +43,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from sobolev_tf import checks
 from sobolev_tf import finite_differences
 from sobolev_tf import model as model_lib
+from sobolev_tf.tasks import base
 from sobolev_tf.tasks import functions
+from sobolev_tf.tasks import input_pipeline
 
 METHODS = {
   "regular": dict(order=0),
@@ -94,12 +100,16 @@ class RunConfig:
         f"Received an invalid value for `method`, expected one of "
         f"{list(METHODS)}. Received: method={self.method!r}"
       )
-    if self.train_size < 1 or self.steps < 1 or self.batch_size < 1:
-      raise ValueError(
-        "Expected positive `train_size`, `steps` and `batch_size`. "
-        f"Received: train_size={self.train_size}, steps={self.steps}, "
-        f"batch_size={self.batch_size}"
-      )
+    checks.positive_ints(
+      dim=self.dim,
+      train_size=self.train_size,
+      steps=self.steps,
+      batch_size=self.batch_size,
+      test_size=self.test_size,
+    )
+    checks.non_negative_ints(seed=self.seed)
+    checks.positive_numbers(learning_rate=self.learning_rate)
+    checks.non_negative_numbers(derivative_weight=self.derivative_weight)
 
   @property
   def run_id(self) -> str:
@@ -157,20 +167,34 @@ def build_network(
   value_mean: float,
   value_std: float,
 ) -> keras.Model:
-  """The paper's MLP, wrapped in input and output normalisation."""
+  """The paper's MLP, wrapped in input and output normalisation.
+
+  Each Dense kernel gets its own Glorot-uniform seed from a Python generator
+  seeded with `config.seed`: the draws `keras.utils.set_random_seed` would
+  make, so the weights are the ones earlier runs started from, without
+  setting any global seed.
+  """
   center = (function.upper + function.lower) / 2
   half_width = (function.upper - function.lower) / 2
-  keras.utils.set_random_seed(config.seed)
+  seeds = random.Random(config.seed)
+
+  def kernel_initializer() -> keras.initializers.Initializer:
+    return keras.initializers.GlorotUniform(seed=seeds.randint(1, 10**9))
+
   layers = [
     keras.Input((config.dim,)),
     keras.layers.Normalization(mean=center, variance=half_width**2),
   ]
   layers += [
-    keras.layers.Dense(width, activation=config.activation)
+    keras.layers.Dense(
+      width,
+      activation=config.activation,
+      kernel_initializer=kernel_initializer(),
+    )
     for width in config.hidden_sizes
   ]
   layers += [
-    keras.layers.Dense(1),
+    keras.layers.Dense(1, kernel_initializer=kernel_initializer()),
     keras.layers.Normalization(
       mean=value_mean, variance=value_std**2, invert=True
     ),
@@ -225,12 +249,10 @@ def train_dataset(
   start_step: int = 0,
   input_context: Optional[tf.distribute.InputContext] = None,
 ) -> tf.data.Dataset:
-  """An endless, shuffled dataset of `(x, y)` batches, resumable at any step.
+  """Endless shuffled `(x, y)` batches from global step `start_step` on.
 
-  Pass `p` over the data is the permutation drawn from `(seed, p)` by a
-  stateless shuffle, so global batch `k` depends only on `seed` and `k`: a
-  run resumed at step `start_step` continues with exactly the batches it
-  would have seen, and every strategy sees the same global batches.
+  `input_pipeline.shuffled_batches` of the training sample, with the batch
+  capped at the sample's size.
 
   Args:
     x: inputs `[N, d]`.
@@ -238,44 +260,14 @@ def train_dataset(
     batch_size: global batch size, capped at `N`.
     seed: seed of the permutations.
     start_step: index of the first global batch.
-    input_context: from `strategy.distribute_datasets_from_function`: the
-      global batch is cut into per-replica slices, handed to the replicas in
-      order, and this input pipeline keeps its own replicas' slices.
+    input_context: from `strategy.distribute_datasets_from_function`.
 
   Returns:
-    Batches of `batch_size` examples, or per-replica slices of them.
+    Batches of `min(batch_size, N)` examples, or per-replica slices of them.
   """
-  n = len(x)
-  batch_size = min(batch_size, n)
-  replicas, per_replica = 1, batch_size
-  if input_context is not None:
-    replicas = input_context.num_replicas_in_sync
-    per_replica = input_context.get_per_replica_batch_size(batch_size)
-
-  def permutation(epoch):
-    order = tf.random.experimental.stateless_shuffle(
-      tf.range(n, dtype=tf.int64),
-      seed=tf.stack([tf.cast(seed, tf.int64), epoch]),
-    )
-    return tf.data.Dataset.from_tensor_slices(order)
-
-  x, y = tf.constant(x), tf.nest.map_structure(tf.constant, y)
-  slices = (
-    tf.data.Dataset.counter()
-    .flat_map(permutation)
-    .batch(per_replica, drop_remainder=True)
-    .skip(start_step * replicas)
+  return input_pipeline.shuffled_batches(
+    (x, y), min(batch_size, len(x)), seed, start_step, input_context
   )
-  if input_context is not None:
-    slices = slices.shard(
-      input_context.num_input_pipelines, input_context.input_pipeline_id
-    )
-  return slices.map(
-    lambda index: (
-      tf.gather(x, index),
-      tf.nest.map_structure(lambda v: tf.gather(v, index), y),
-    )
-  ).prefetch(tf.data.AUTOTUNE)
 
 
 def evaluate(
@@ -345,3 +337,113 @@ def grid_values(
     values.numpy().reshape(resolution, resolution),
     gradients.numpy().reshape(resolution, resolution, 2),
   )
+
+
+def surface_image(
+  network: keras.Model, function: functions.BenchmarkFunction
+) -> tf.Tensor:
+  """The network's values on a grid of a 2-D domain as an image.
+
+  Returns:
+    `[1, R, R, 1]` in [0, 1], the first row at the domain's top.
+  """
+  _, _, values, _ = grid_values(network, function)
+  scaled = (values - values.min()) / max(values.max() - values.min(), 1e-12)
+  return tf.constant(scaled[::-1, :, None][None], tf.float32)  # [1, R, R, 1]
+
+
+class RegressionTask(base.DatasetTask):
+  """One run of the sweep as a task of `launch/loop.py`.
+
+  The sample and its targets are made when the task is (so that a bad
+  function name, dimension or method fails before any run trains); the
+  model and optimiser in `build`. `finish` saves a 2-D run's network to
+  `<run_dir>/model.keras`, from which Figure 3 is drawn.
+
+  Args:
+    config: the run.
+  """
+
+  def __init__(self, config: RunConfig):
+    super().__init__(config.run_id, config.steps)
+    self.config = config
+    self.function = functions.get_function(config.function, config.dim)
+    (self.x_train, self.y_train), (self.x_test, self.y_test) = make_data(
+      config, self.function
+    )
+    self.model: Optional[model_lib.SobolevModel] = None
+
+  def check_strategy(self, strategy: tf.distribute.Strategy) -> None:
+    """The global batch (capped at the sample) must divide among replicas."""
+    base.check_global_batch(
+      min(self.config.batch_size, self.config.train_size),
+      strategy,
+      f"the batch of {self.run_id}, capped at its training size",
+    )
+
+  def hparams(self) -> Dict[str, base.HParamValue]:
+    """Every setting of the run but the hidden sizes."""
+    return {
+      key: value
+      for key, value in dataclasses.asdict(self.config).items()
+      if key != "hidden_sizes"
+    }
+
+  def record(self, metrics: Dict[str, float]) -> Dict[str, Any]:
+    """The base record with the hidden sizes."""
+    return {
+      **super().record(metrics),
+      "hidden_sizes": list(self.config.hidden_sizes),
+    }
+
+  def build(self) -> None:
+    """The `SobolevModel` and its optimiser, built."""
+    self.model = build_model(self.config, self.function, self.y_train)
+    self.model.compile(optimizer=build_optimizer(self.config))
+    self.model.optimizer.build(self.model.trainable_variables)
+
+  @property
+  def step_counter(self) -> tf.Variable:
+    """The optimiser's step."""
+    return self.model.optimizer.iterations
+
+  def checkpoint_items(self) -> Dict[str, Any]:
+    """The model and the optimiser."""
+    return {"model": self.model, "optimizer": self.model.optimizer}
+
+  def dataset(
+    self, context: tf.distribute.InputContext, start_step: int
+  ) -> tf.data.Dataset:
+    """`train_dataset` of the sample."""
+    return train_dataset(
+      self.x_train,
+      self.y_train,
+      self.config.batch_size,
+      self.config.seed,
+      start_step,
+      context,
+    )
+
+  def train_step(self, batch: Any) -> Dict[str, tf.Tensor]:
+    """`SobolevModel.train_step`; logs the running means since the reset."""
+    return self.model.train_step(batch)
+
+  def reset_metrics(self) -> None:
+    """Resets the model's running means."""
+    self.model.reset_metrics()
+
+  def evaluate(self) -> Dict[str, float]:
+    """Test MSE of values and gradients (`evaluate`)."""
+    return evaluate(self.model.model, self.x_test, self.y_test)
+
+  def summary_images(self) -> Dict[str, tf.Tensor]:
+    """The fitted surface, for 2-D functions."""
+    if self.config.dim != 2:
+      return {}
+    return {"fitted_surface": surface_image(self.model.model, self.function)}
+
+  def finish(self, run_dir: str, chief: bool) -> Dict[str, Any]:
+    """Saves a 2-D run's network (for Figure 3); adds nothing to the record."""
+    if chief and self.config.dim == 2:
+      self.model.model.save(os.path.join(run_dir, "model.keras"))
+    return {}

@@ -37,22 +37,27 @@ every stage above the split), averaged over the batch.
 """
 
 import dataclasses
+from typing import Any
 from typing import Dict
 from typing import List
 from typing import Optional
 from typing import Tuple
 
 import keras
+import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+from sobolev_tf import checks
 from sobolev_tf import derivatives
+from sobolev_tf import distribute_utils
 from sobolev_tf import objective as objective_lib
 from sobolev_tf.layers import synthetic_gradients as sg_layers
+from sobolev_tf.tasks import base
+from sobolev_tf.tasks import image_data
 
 VARIANTS = ("backprop", "noprop", "direct", "vfbn", "critic", "sobolev")
 ARCHITECTURES = ("convnet", "resnet50")
-_CRITIC_VARIANTS = ("vfbn", "critic", "sobolev")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +106,12 @@ class Config:
         f"Received an invalid value for `architecture`, expected one of "
         f"{list(ARCHITECTURES)}. Received: architecture={self.architecture!r}"
       )
+    checks.positive_ints(num_classes=self.num_classes)
+    checks.non_negative_ints(warmup_steps=self.warmup_steps)
+    checks.positive_numbers(
+      learning_rate=self.learning_rate, sg_learning_rate=self.sg_learning_rate
+    )
+    checks.non_negative_numbers(gradient_weight=self.gradient_weight)
     if not 1 <= self.num_modules <= len(self.block_channels):
       raise ValueError(
         f"Received an invalid value for `num_modules`, expected 1 to "
@@ -138,9 +149,10 @@ def _cosine(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
   )
 
 
-def _replica_scale() -> float:
-  context = tf.distribute.get_replica_context()
-  return 1.0 / (context.num_replicas_in_sync if context else 1)
+def _accuracy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+  return tf.reduce_mean(
+    tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float32)
+  )
 
 
 class DecoupledClassifier(snt.Module):
@@ -250,7 +262,9 @@ class DecoupledClassifier(snt.Module):
     if self.config.variant == "direct":
       error = tf.square(module(h, labels) - gradient_target)
       return (
-        self.config.gradient_weight * tf.reduce_mean(error) * _replica_scale()
+        self.config.gradient_weight
+        * tf.reduce_mean(error)
+        * distribute_utils.replica_scale()
       )
     targets = {"value": value_target[:, None], "d1": gradient_target[:, None]}
     if self.config.variant == "critic":
@@ -261,35 +275,59 @@ class DecoupledClassifier(snt.Module):
       lambda a: module(a, labels)[:, None], h, targets
     ).total
 
-  def train_step(self, batch) -> Dict[str, tf.Tensor]:
+  def train_step(self, batch: Tuple[tf.Tensor, tf.Tensor]) -> Dict[str, Any]:
     """One step of every stage and every SG module; returns scalar logs."""
     images, labels = batch
-    config = self.config
-    decoupled = config.variant != "backprop"
     with tf.GradientTape(persistent=True) as tape:
-      inputs, outputs = [], []
-      h = images
-      for stage in self.stages:
-        x = tf.stop_gradient(h) if decoupled else h
-        tape.watch(x)
-        inputs.append(x)
-        h = self._run(stage, x, True)
-        outputs.append(h)
-      losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, h)
-      loss = tf.reduce_mean(losses) * _replica_scale()
-    variables = self.network.trainable_variables
+      inputs, outputs = self._forward(tape, images)
+      losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels, outputs[-1]
+      )  # [B]
+      loss = tf.reduce_mean(losses) * distribute_utils.replica_scale()
     logs = {
       "loss": tf.reduce_mean(losses),
-      "accuracy": tf.reduce_mean(
-        tf.cast(tf.equal(tf.argmax(h, -1), labels), tf.float32)
-      ),
+      "accuracy": _accuracy(outputs[-1], labels),
     }
-    if not decoupled:
+    variables = self.network.trainable_variables
+    if self.config.variant == "backprop":
       self.optimizer.apply(tape.gradient(loss, variables), variables)
       return logs
+    gradients, sg_gradients = self._decoupled_gradients(
+      tape, inputs, outputs, labels, losses, loss, logs
+    )
+    del tape
+    self.optimizer.apply([gradients[id(v)] for v in variables], variables)
+    if sg_gradients:
+      grads, sg_vars = zip(*sg_gradients, strict=True)
+      self.sg_optimizer.apply(list(grads), list(sg_vars))
+    return logs
 
-    # The true per-example gradient at every split, for the targets at the
-    # top split and the cosines: backprop by hand across the boundaries.
+  def _forward(
+    self, tape: tf.GradientTape, images: tf.Tensor
+  ) -> Tuple[List[tf.Tensor], List[tf.Tensor]]:
+    """Every stage's input and output; decoupled stages stop the gradient."""
+    inputs, outputs = [], []
+    h = images
+    for stage in self.stages:
+      x = h if self.config.variant == "backprop" else tf.stop_gradient(h)
+      tape.watch(x)
+      inputs.append(x)
+      h = self._run(stage, x, True)
+      outputs.append(h)
+    return inputs, outputs
+
+  def _true_gradients(
+    self,
+    tape: tf.GradientTape,
+    inputs: List[tf.Tensor],
+    outputs: List[tf.Tensor],
+    losses: tf.Tensor,
+  ) -> List[tf.Tensor]:
+    """The true per-example gradient at every split.
+
+    Backpropagated by hand across the boundaries, for the top split's
+    targets and the cosines.
+    """
     true_gradients = [None] * len(self.sg_modules)
     upstream = tape.gradient(losses, inputs[-1])  # of their sum
     for index in reversed(range(len(self.sg_modules))):
@@ -298,61 +336,101 @@ class DecoupledClassifier(snt.Module):
         upstream = tape.gradient(
           outputs[index], inputs[index], output_gradients=upstream
         )
+    return true_gradients
 
+  def _decoupled_gradients(
+    self,
+    tape: tf.GradientTape,
+    inputs: List[tf.Tensor],
+    outputs: List[tf.Tensor],
+    labels: tf.Tensor,
+    losses: tf.Tensor,
+    loss: tf.Tensor,
+    logs: Dict[str, tf.Tensor],
+  ) -> Tuple[Dict[int, tf.Tensor], List[Tuple[tf.Tensor, tf.Variable]]]:
+    """Gradients of the stages (by variable id) and of the SG modules.
+
+    The top stage gets the true gradient; from the top split down, each SG
+    module trains on its targets and its synthetic gradient trains the
+    stage below it, and gives the targets of the split below. Adds each
+    split's SG loss and cosine to `logs`.
+    """
+    true_gradients = self._true_gradients(tape, inputs, outputs, losses)
     top_variables = _variables(self.stages[-1])
-    gradients = dict(
-      zip(
-        map(id, top_variables),
-        tape.gradient(loss, top_variables),
-        strict=True,
-      )
-    )
-    applied = tf.cast(self.optimizer.iterations >= config.warmup_steps, h.dtype)
+    gradients = _by_id(top_variables, tape.gradient(loss, top_variables))
+    scale = self._synthetic_scale(tf.shape(labels)[0], outputs[-1].dtype)
     sg_gradients = []
     value_target, gradient_target = losses, true_gradients[-1]
     for index in reversed(range(len(self.sg_modules))):
       h_split = tf.stop_gradient(outputs[index])
-      if config.variant == "noprop":
-        synthetic = tf.zeros_like(h_split)
-      else:
-        with tf.GradientTape() as sg_tape:
-          sg_loss = self._sg_loss(
-            index, h_split, labels, value_target, gradient_target
-          )
-        module_variables = self.sg_modules[index].trainable_variables
-        sg_gradients += zip(
-          sg_tape.gradient(sg_loss, module_variables),
-          module_variables,
-          strict=True,
+      synthetic = tf.zeros_like(h_split)
+      if self.config.variant != "noprop":
+        sg_loss, module_gradients, synthetic = self._train_sg_module(
+          index, h_split, labels, value_target, gradient_target
         )
-        logs[f"sg_loss_{index}"] = sg_loss / _replica_scale()
-        synthetic = tf.stop_gradient(
-          self.synthetic_gradient(index, h_split, labels)
-        )
+        sg_gradients += module_gradients
+        logs[f"sg_loss_{index}"] = sg_loss / distribute_utils.replica_scale()
         logs[f"cosine_{index}"] = _cosine(synthetic, true_gradients[index])
         if index:  # The signal this split sends down to the one below.
           gradient_target = tape.gradient(
             outputs[index], inputs[index], output_gradients=synthetic
           )
-          if config.variant in ("critic", "sobolev"):
+          if self.config.variant in ("critic", "sobolev"):
             value_target = self.sg_modules[index](h_split, labels)
       stage_variables = _variables(self.stages[index])
-      stage_gradients = tape.gradient(
-        outputs[index],
-        stage_variables,
-        output_gradients=synthetic
-        * (applied / tf.cast(tf.shape(images)[0], h.dtype))
-        * _replica_scale(),
-      )
       gradients.update(
-        zip(map(id, stage_variables), stage_gradients, strict=True)
+        _by_id(
+          stage_variables,
+          tape.gradient(
+            outputs[index], stage_variables, output_gradients=synthetic * scale
+          ),
+        )
       )
-    del tape
-    self.optimizer.apply([gradients[id(v)] for v in variables], variables)
-    if sg_gradients:
-      grads, sg_vars = zip(*sg_gradients, strict=True)
-      self.sg_optimizer.apply(list(grads), list(sg_vars))
-    return logs
+    return gradients, sg_gradients
+
+  def _synthetic_scale(self, batch_size: tf.Tensor, dtype: tf.DType):
+    """What a synthetic gradient is multiplied by to train its stage.
+
+    A lower stage's gradient is its output's synthetic gradient averaged
+    over the batch (and the replicas), once the SG modules have warmed up.
+    """
+    applied = tf.cast(
+      self.optimizer.iterations >= self.config.warmup_steps, dtype
+    )
+    return (
+      applied / tf.cast(batch_size, dtype) * distribute_utils.replica_scale()
+    )
+
+  def _train_sg_module(
+    self,
+    index: int,
+    h_split: tf.Tensor,
+    labels: tf.Tensor,
+    value_target: tf.Tensor,
+    gradient_target: tf.Tensor,
+  ) -> Tuple[tf.Tensor, List[Tuple[tf.Tensor, tf.Variable]], tf.Tensor]:
+    """The SG module's loss at split `index`, with its gradients.
+
+    Returns:
+      The loss, its gradients paired with the module's variables, and the
+      module's synthetic gradient (detached).
+    """
+    with tf.GradientTape() as sg_tape:
+      sg_loss = self._sg_loss(
+        index, h_split, labels, value_target, gradient_target
+      )
+    module_variables = self.sg_modules[index].trainable_variables
+    module_gradients = list(
+      zip(
+        sg_tape.gradient(sg_loss, module_variables),
+        module_variables,
+        strict=True,
+      )
+    )
+    synthetic = tf.stop_gradient(
+      self.synthetic_gradient(index, h_split, labels)
+    )
+    return sg_loss, module_gradients, synthetic
 
   def gradient_cosines(
     self, images: tf.Tensor, labels: tf.Tensor
@@ -379,10 +457,141 @@ class DecoupledClassifier(snt.Module):
       )
     ]
 
-  def predict_logits(self, images: tf.Tensor) -> tf.Tensor:
-    """Logits in inference mode."""
-    return self.network(images, is_training=False)
-
 
 def _variables(stage) -> List[tf.Variable]:
   return [v for part in stage for v in part.trainable_variables]
+
+
+def _by_id(
+  variables: List[tf.Variable], gradients: List[tf.Tensor]
+) -> Dict[int, tf.Tensor]:
+  return dict(zip(map(id, variables), gradients, strict=True))
+
+
+class SyntheticGradientsTask(base.DatasetTask):
+  """One run of the Table 1 sweep, as a task of `launch/loop.py`.
+
+  Args:
+    config: the classifier and its SG modules.
+    dataset: one of `image_data.DATASETS`.
+    seed: seed of the initial weights and the batches.
+    steps: training steps.
+    batch_size: global batch size.
+    loader_kwargs: further arguments of `image_data.load`, e.g. `data_dir`.
+  """
+
+  def __init__(
+    self,
+    config: Config,
+    dataset: str,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    loader_kwargs: Optional[Dict[str, Any]] = None,
+  ):
+    if dataset not in image_data.DATASETS:
+      raise ValueError(
+        f"Received an invalid value for `dataset`, expected one of "
+        f"{list(image_data.DATASETS)}. Received: dataset={dataset!r}"
+      )
+    checks.non_negative_ints(seed=seed)
+    checks.positive_ints(batch_size=batch_size)
+    super().__init__(
+      f"{dataset}-m{config.num_modules}-{config.variant}-s{seed}", steps
+    )
+    self.config = config
+    self.dataset_name = dataset
+    self.seed = seed
+    self.batch_size = batch_size
+    self.loader_kwargs = dict(loader_kwargs or {})
+    self.classifier: Optional[DecoupledClassifier] = None
+
+  def check_strategy(self, strategy: tf.distribute.Strategy) -> None:
+    """The global batch must divide among the replicas."""
+    base.check_global_batch(self.batch_size, strategy)
+
+  def hparams(self) -> Dict[str, base.HParamValue]:
+    """Data set, variant, seed and the training settings."""
+    config = self.config
+    return {
+      "dataset": self.dataset_name,
+      "variant": config.variant,
+      "num_modules": config.num_modules,
+      "architecture": config.architecture,
+      "seed": self.seed,
+      "steps": self.num_steps,
+      "batch_size": self.batch_size,
+      "learning_rate": config.learning_rate,
+      "sg_learning_rate": config.sg_learning_rate,
+      "gradient_weight": config.gradient_weight,
+      "warmup_steps": config.warmup_steps,
+      "batch_norm": config.batch_norm,
+    }
+
+  def build(self) -> None:
+    """The classifier, its SG modules and their optimisers.
+
+    Sonnet's ResNet-50 blocks take no initialisers, so the run's seed
+    reaches every module's initial weights through TensorFlow's global
+    seed, set here, before any of them is made.
+    """
+    keras.utils.set_random_seed(self.seed)
+    self.classifier = DecoupledClassifier(
+      self.config, image_data.IMAGE_SHAPES[self.dataset_name]
+    )
+
+  @property
+  def step_counter(self) -> tf.Variable:
+    """The classifier optimiser's step."""
+    return self.classifier.optimizer.iterations
+
+  def checkpoint_items(self) -> Dict[str, Any]:
+    """The modules and both optimisers."""
+    return {
+      "classifier": self.classifier,
+      "optimizer": self.classifier.optimizer,
+      "sg_optimizer": self.classifier.sg_optimizer,
+    }
+
+  def dataset(
+    self, context: tf.distribute.InputContext, start_step: int
+  ) -> tf.data.Dataset:
+    """The training split from `start_step` on (`image_data.load`)."""
+    return image_data.load(
+      self.dataset_name,
+      "train",
+      self.batch_size,
+      training=True,
+      seed=self.seed,
+      start_step=start_step,
+      input_context=context,
+      **self.loader_kwargs,
+    )
+
+  def train_step(self, batch: Any) -> Dict[str, tf.Tensor]:
+    """`DecoupledClassifier.train_step`."""
+    return self.classifier.train_step(batch)
+
+  def evaluate(self) -> Dict[str, float]:
+    """Test accuracy and the mean cosines of synthetic to true gradients.
+
+    On the data set's test split; one cosine per split, `test_cosine_<k>`.
+    """
+    correct, count, cosines = 0, 0, []
+    predict = tf.function(self.classifier)
+    align = tf.function(self.classifier.gradient_cosines)
+    test_split = image_data.SPLITS[self.dataset_name][1]
+    for images, labels in image_data.load(
+      self.dataset_name, test_split, 256, training=False, **self.loader_kwargs
+    ):
+      logits = predict(images)
+      correct += int(
+        tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == labels, tf.int32))
+      )
+      count += int(tf.shape(labels)[0])
+      cosines.append([float(c) for c in align(images, labels)])
+    result = {"test_accuracy": correct / count}
+    if cosines and cosines[0]:
+      for split, value in enumerate(np.mean(cosines, axis=0)):
+        result[f"test_cosine_{split}"] = float(value)
+    return result
