@@ -49,6 +49,7 @@ import tensorflow as tf  # noqa: E402
 from launch import common  # noqa: E402
 from launch import loop  # noqa: E402
 from sobolev_tf import checks  # noqa: E402
+from sobolev_tf import config as config_lib  # noqa: E402
 from sobolev_tf.layers import atari  # noqa: E402
 from sobolev_tf.tasks import atari_env  # noqa: E402
 from sobolev_tf.tasks import distillation  # noqa: E402
@@ -106,13 +107,20 @@ _LEARNING_RATE = flags.DEFINE_float(
 )
 _DERIVATIVE_WEIGHT = flags.DEFINE_float(
   "derivative_weight",
-  1e6,
-  "Weight of the Sobolev term. Its mean squared error averages 28,224 input "
-  "coordinates of gradients with respect to 0-255 pixel values, so it is "
-  "tiny: 5e-8 to 5e-7 with the shipped teachers, against a KL of 0.01 to "
-  "0.4, hence 1e6 to make the two terms comparable. Breakout's low-data "
-  "advantage needed 1e7 (docs/RESULTS.md).",
+  1.0,
+  "Weight of the Sobolev term. With --balance=target_scale the term is the "
+  "error relative to the teacher's gradients (with respect to 0-255 pixel "
+  "values, their mean square is ~1e-7), so 1 weighs it like the KL for any "
+  "teacher; with --balance=none it is in raw units (the earlier default, "
+  "1e6, docs/RESULTS.md).",
   lower_bound=0.0,
+  flag_values=FLAGS,
+)
+_BALANCE = flags.DEFINE_enum(
+  "balance",
+  "target_scale",
+  list(config_lib.BALANCES),
+  "Balance between the KL and the Sobolev term (SobolevConfig.balance).",
   flag_values=FLAGS,
 )
 _EVAL_EVERY = flags.DEFINE_integer(
@@ -224,6 +232,7 @@ def sweep_configs() -> List[distillation.RunConfig]:
       batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value,
       derivative_weight=_DERIVATIVE_WEIGHT.value,
+      balance=_BALANCE.value,
       play_episodes=_PLAY_EPISODES.value,
       play_seed=_PLAY_SEED,
     )

@@ -310,6 +310,7 @@ class _Run:
       start = time.perf_counter()
       logs = train(count)
       elapsed = time.perf_counter() - start
+      self.task.check_steps()
       self.seconds.assign_add(elapsed)
       new_step = int(self.task.step_counter.numpy())
       if new_step != self.step + count:

@@ -33,23 +33,16 @@ as they are (or a batch's own statistics before any training step).
 
 from typing import Callable
 from typing import Dict
-from typing import List
 from typing import Optional
 from typing import Sequence
 
 import keras
 import tensorflow as tf
 
+from sobolev_tf import distribute_utils
 from sobolev_tf import targets as targets_lib
 
 LossFn = Callable[[targets_lib.Term, Optional[tf.Tensor]], tf.Tensor]
-
-
-def _all_reduce_sum(values: List[tf.Tensor]) -> List[tf.Tensor]:
-  context = tf.distribute.get_replica_context()
-  if context is None or context.num_replicas_in_sync == 1:
-    return values
-  return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
 
 
 def _blend(old, new, decay, seen):
@@ -191,7 +184,7 @@ class TargetScale(Balance):
         tf.reduce_sum(weight * target),
         tf.reduce_sum(weight * tf.square(target)),
       ]
-    sums = _all_reduce_sum(sums) if sums else sums
+    sums = distribute_utils.all_reduce_sum(sums) if sums else sums
     moments = []
     for index, key in enumerate(self.scaled_keys):
       count, first, second = sums[3 * index : 3 * index + 3]
@@ -253,7 +246,7 @@ class RunningLoss(Balance):
     """See `Balance.normalized`."""
     del terms, loss_fn
     keys = list(raw)
-    values = _all_reduce_sum(
+    values = distribute_utils.all_reduce_sum(
       [tf.cast(tf.stop_gradient(raw[k]), tf.float32) for k in keys]
     )
     seen = self.steps

@@ -4,9 +4,12 @@
   `MirroredStrategy` has several replicas without accelerators.
 * `num_replicas`, `replica_id` and `replica_scale`: the current replica
   context, or one replica outside any strategy.
+* `all_reduce_sum`: a sum over the replicas (the identity outside them).
 * `step_seed`: the stateless seed of one training step on one replica.
 """
 
+from typing import List
+from typing import Sequence
 from typing import Union
 
 import tensorflow as tf
@@ -57,6 +60,14 @@ def replica_id() -> Union[int, tf.Tensor]:
   """This replica's index in its group (0 outside a replica context)."""
   context = tf.distribute.get_replica_context()
   return 0 if context is None else context.replica_id_in_sync_group
+
+
+def all_reduce_sum(values: Sequence[tf.Tensor]) -> List[tf.Tensor]:
+  """Sums each tensor over the replicas of the current replica context."""
+  context = tf.distribute.get_replica_context()
+  if not values or context is None or context.num_replicas_in_sync == 1:
+    return list(values)
+  return context.all_reduce(tf.distribute.ReduceOp.SUM, list(values))
 
 
 def replica_scale() -> float:

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from sobolev_tf import config as config_lib
+from sobolev_tf import distribute_utils
 from sobolev_tf import objective as objective_lib
 from sobolev_tf import targets as targets_lib
 from sobolev_tf import training as training_lib
@@ -17,14 +18,6 @@ from sobolev_tf import training as training_lib
 # The test step draws its directions from this step number, so that
 # evaluating twice gives the same numbers.
 _TEST_SEED_STEP = -1
-
-# Why a step was not applied, as bits of `SobolevModel.nonfinite_cause`.
-_CAUSES = {
-  1: "the input x holds NaN or Inf",
-  2: "the targets hold NaN or Inf (nonfinite_targets='raise')",
-  4: "the loss is NaN or Inf",
-  8: "the gradients hold NaN or Inf",
-}
 
 
 @keras.saving.register_keras_serializable(package="sobolev_tf")
@@ -50,7 +43,7 @@ class SobolevModel(keras.Model):
 
   Raises:
     ValueError: for an invalid option, a `model` that is not a Keras layer,
-      has several outputs or normalises over the batch while training_lib.
+      has several outputs or normalises over the batch while training.
 
   Data: `x` is the input batch `[B, in...]`; `y` is a tensor (the value
   target), a tuple `(value, d1[, d2])` or a dict with the keys of
@@ -68,7 +61,7 @@ class SobolevModel(keras.Model):
   Non-finite steps: a training step whose input, targets (under
   `nonfinite_targets="raise"`), loss or gradients hold NaN or Inf is not
   applied, in every execution mode, XLA included; `fit` and `evaluate`
-  then raise a `ValueError` naming the cause (`nonfinite_cause`).
+  then raise a `ValueError` naming the cause.
 
   Example:
   ```python
@@ -111,14 +104,8 @@ class SobolevModel(keras.Model):
     self.teacher = teacher
     self.seed = int(seed)
     self._make_trackers()
-    self.nonfinite_cause = self.add_weight(
-      shape=(),
-      dtype="int32",
-      initializer="zeros",
-      trainable=False,
-      aggregation="only_first_replica",
-      name="nonfinite_cause",
-    )
+    # A tf.Module, not a Keras weight: a transient record, not saved.
+    self.guard = training_lib.StepGuard()
 
   def _make_trackers(self) -> None:
     config = self.objective.config
@@ -190,7 +177,7 @@ class SobolevModel(keras.Model):
       y,
       teacher=self.teacher,
       sample_weight=sample_weight,
-      seed=training_lib.step_seed(self.seed, step),
+      seed=distribute_utils.step_seed(self.seed, step),
       training=training,
       derivative_scale=self._loss_scale,
     )
@@ -207,17 +194,21 @@ class SobolevModel(keras.Model):
       tape.gradient(scaled_total, self.trainable_weights),
       self.trainable_weights,
     )
-    data_finite = training_lib.all_finite([x]) & losses.targets_finite
-    if self._loss_scale is None:
-      step_finite = losses.finite & training_lib.all_finite(gradients)
-    else:
+    x_finite = training_lib.all_finite([x])
+    loss_finite = tf.math.is_finite(losses.total)
+    gradients_finite = training_lib.all_finite(gradients)
+    if self._loss_scale is not None:
       # An overflow of the scaled float16 passes is the loss-scale
       # optimiser's to handle: it skips the step and halves the scale.
-      step_finite = data_finite
-    finite = training_lib.finite_everywhere(step_finite)
+      loss_finite = gradients_finite = tf.constant(True)
+    finite = training_lib.finite_everywhere(
+      x_finite & losses.targets_finite & loss_finite & gradients_finite
+    )
     gradients = training_lib.clip_across_replicas(self.optimizer, gradients)
     training_lib.apply_if_finite(self.optimizer, gradients, variables, finite)
-    self._record_cause(x, losses, gradients, finite)
+    self.guard.record(
+      finite, x_finite, losses.targets_finite, loss_finite, gradients_finite
+    )
     return self._update_metrics(
       x, losses, finite & tf.math.is_finite(losses.total)
     )
@@ -228,34 +219,23 @@ class SobolevModel(keras.Model):
     losses = self._sobolev_losses(
       x, y, sample_weight, _TEST_SEED_STEP, training=False
     )
-    finite = training_lib.finite_everywhere(losses.finite)
+    x_finite = training_lib.all_finite([x])
+    loss_finite = tf.math.is_finite(losses.total)
     if self._loss_scale is not None:
-      data_finite = training_lib.all_finite([x]) & losses.targets_finite
-      finite = training_lib.finite_everywhere(data_finite)
-    self._record_cause(x, losses, [], finite)
+      loss_finite = tf.constant(True)
+    finite = training_lib.finite_everywhere(
+      x_finite & losses.targets_finite & loss_finite
+    )
+    self.guard.record(
+      finite, x_finite, losses.targets_finite, loss_finite, tf.constant(True)
+    )
     return self._update_metrics(
       x, losses, finite & tf.math.is_finite(losses.total)
     )
 
-  def _record_cause(self, x, losses, gradients, finite) -> None:
-    """Records why a step was not applied, for `raise_if_nonfinite`."""
-    gradients_finite = training_lib.all_finite(gradients)
-    x_finite = training_lib.all_finite([x])
-    data_finite = x_finite & losses.targets_finite
-    total_finite = tf.math.is_finite(losses.total)
-    cause = (
-      tf.where(x_finite, 0, 1)
-      + tf.where(losses.targets_finite, 0, 2)
-      + tf.where(total_finite | ~data_finite, 0, 4)
-      + tf.where(gradients_finite | ~total_finite, 0, 8)
-    )
-    self.nonfinite_cause.assign(
-      tf.where(finite, self.nonfinite_cause, tf.cast(cause, tf.int32) | 16)
-    )
-
   def _update_metrics(self, x, losses, finite) -> Dict[str, tf.Tensor]:
     keys = list(losses.terms)
-    values = training_lib.all_reduce_sum(
+    values = distribute_utils.all_reduce_sum(
       [losses.total]
       + [losses.terms[k] for k in keys]
       + [losses.normalized[k] for k in keys]
@@ -265,7 +245,7 @@ class SobolevModel(keras.Model):
       values[1 : 1 + len(keys)],
       values[1 + len(keys) :],
     )
-    replicas = float(training_lib.replica_count())
+    replicas = float(distribute_utils.num_replicas())
     examples = tf.cast(tf.shape(x)[0], tf.float32)
     used = tf.cast(finite, tf.float32)
     if keys:
@@ -320,26 +300,16 @@ class SobolevModel(keras.Model):
   def raise_if_nonfinite(self, when: str = "") -> None:
     """Raises a `ValueError` if a step was skipped for NaN or Inf.
 
-    The launchers' own loops call it after each `tf.function` call; `fit`
-    and `evaluate` through a callback.
+    The launchers' loop calls it after each `tf.function` call; `fit` and
+    `evaluate` through a callback (see `training.StepGuard`).
 
     Args:
-      when: where in training, for the message (e.g. `"after step 40"`).
+      when: where in training, for the message (e.g. `"after step 40 "`).
 
     Raises:
-      ValueError: naming every cause recorded, and resetting the record.
+      ValueError: naming the cause.
     """
-    cause = int(self.nonfinite_cause.numpy())
-    if not cause:
-      return
-    self.nonfinite_cause.assign(0)
-    reasons = [text for bit, text in _CAUSES.items() if cause & bit]
-    raise ValueError(
-      f"A step was not applied {when}because "
-      f"{' and '.join(reasons) or 'it was not finite'}; the weights are "
-      "those before it. Clean the data, or set nonfinite_targets='drop' "
-      "or 'missing' for targets with gaps."
-    )
+    self.guard.raise_if_skipped(when)
 
   def get_config(self) -> Dict[str, Any]:
     """The wrapped model, a Keras teacher, the seed and the objective."""

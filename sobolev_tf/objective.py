@@ -28,6 +28,7 @@ import tensorflow as tf
 from sobolev_tf import balance as balance_lib
 from sobolev_tf import config as config_lib
 from sobolev_tf import derivatives
+from sobolev_tf import distribute_utils
 from sobolev_tf import estimators
 from sobolev_tf import targets as targets_lib
 
@@ -390,9 +391,7 @@ def _global_counts(terms, predictions) -> Dict[str, tuple]:
       )
       divisor, entries = rows, rows * size
     local += [divisor, entries]
-  context = tf.distribute.get_replica_context()
-  if local and context is not None and context.num_replicas_in_sync > 1:
-    local = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
+  local = distribute_utils.all_reduce_sum(local)
   return {key: (local[2 * i], local[2 * i + 1]) for i, key in enumerate(terms)}
 
 

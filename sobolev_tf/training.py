@@ -4,11 +4,10 @@
   finite, under any `tf.distribute` strategy and under XLA (which drops
   assertions), so that no NaN or Inf reaches the weights or the optimiser's
   state.
+* `StepGuard`: records why a step was not applied, and raises about it
+  from the host after the step (XLA drops in-graph assertions).
 * `clip_across_replicas`: clips the sum of the replicas' gradients, as one
   device would.
-* `step_seed`: the stateless seed of a step's random directions.
-* `all_reduce_sum`, `replica_count`: the replica context's reductions,
-  identities outside a strategy.
 """
 
 from typing import List
@@ -20,38 +19,7 @@ import warnings
 import keras
 import tensorflow as tf
 
-
-def replica_count() -> int:
-  """Replicas of the current strategy (1 outside one)."""
-  return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def all_reduce_sum(values: List[tf.Tensor]) -> List[tf.Tensor]:
-  """Sums each tensor over the replicas of the current replica context."""
-  context = tf.distribute.get_replica_context()
-  if not values or context is None or context.num_replicas_in_sync == 1:
-    return list(values)
-  return context.all_reduce(tf.distribute.ReduceOp.SUM, list(values))
-
-
-def replica_id() -> tf.Tensor:
-  """This replica's index in its group (0 outside a strategy)."""
-  context = tf.distribute.get_replica_context()
-  return 0 if context is None else context.replica_id_in_sync_group
-
-
-def step_seed(seed: int, step: tf.Tensor) -> tf.Tensor:
-  """Stateless seed `[2]` of a step: new per step and per replica.
-
-  Args:
-    seed: the run's base seed.
-    step: the step number (e.g. an optimiser's `iterations`).
-
-  Returns:
-    An int64 seed, the same for the same `(seed, step, replica)`.
-  """
-  pair = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
-  return tf.random.experimental.stateless_fold_in(pair, replica_id())
+from sobolev_tf import distribute_utils
 
 
 def all_finite(tensors: Sequence[Optional[tf.Tensor]]) -> tf.Tensor:
@@ -64,7 +32,9 @@ def all_finite(tensors: Sequence[Optional[tf.Tensor]]) -> tf.Tensor:
 
 def finite_everywhere(finite: tf.Tensor) -> tf.Tensor:
   """True only if `finite` holds on every replica (all must agree to skip)."""
-  failures = all_reduce_sum([1.0 - tf.cast(finite, tf.float32)])[0]
+  failures = distribute_utils.all_reduce_sum(
+    [1.0 - tf.cast(finite, tf.float32)]
+  )[0]
   return tf.equal(failures, 0.0)
 
 
@@ -187,3 +157,64 @@ def apply_if_finite(
     tf.cond(first, apply, lambda: None)
 
   context.merge_call(cross_replica, args=(gradients, finite))
+
+
+class StepGuard(tf.Module):
+  """Why the last skipped step was not applied, raised from the host.
+
+  The step records its checks (`record`); after the `tf.function` call the
+  host calls `raise_if_skipped`, which raises a `ValueError` naming the
+  causes and clears the record.
+  """
+
+  CAUSES = (
+    "the input x holds NaN or Inf",
+    "the targets hold NaN or Inf (nonfinite_targets='raise')",
+    "the loss is NaN or Inf",
+    "the gradients hold NaN or Inf",
+  )
+
+  def __init__(self, name: Optional[str] = None):
+    super().__init__(name=name)
+    self.cause = tf.Variable(
+      0,
+      dtype=tf.int32,
+      trainable=False,
+      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+      name="nonfinite_cause",
+    )
+
+  def record(
+    self,
+    applied: tf.Tensor,
+    x_finite: tf.Tensor,
+    targets_finite: tf.Tensor,
+    loss_finite: tf.Tensor,
+    gradients_finite: tf.Tensor,
+  ) -> None:
+    """Records the first failed check of a step that was not applied."""
+    checks = (x_finite, targets_finite, loss_finite, gradients_finite)
+    cause = tf.constant(0, tf.int32)
+    # Only the first failure: NaN data make the loss and gradients NaN too.
+    for index in reversed(range(len(checks))):
+      cause = tf.where(checks[index], cause, index + 1)
+    self.cause.assign(tf.where(applied, self.cause, tf.maximum(cause, 1)))
+
+  def raise_if_skipped(self, when: str = "") -> None:
+    """Raises a `ValueError` if a step was skipped since the last call.
+
+    Args:
+      when: where in training, for the message (e.g. `"after step 40 "`).
+
+    Raises:
+      ValueError: naming the cause; the record is cleared first.
+    """
+    cause = int(self.cause.numpy())
+    if not cause:
+      return
+    self.cause.assign(0)
+    raise ValueError(
+      f"A step was not applied {when}because {self.CAUSES[cause - 1]}; "
+      "the weights are those before it. Clean the data, or set "
+      "nonfinite_targets='drop' or 'missing' for targets with gaps."
+    )

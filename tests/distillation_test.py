@@ -112,7 +112,12 @@ class DistillerTest(tf.test.TestCase, parameterized.TestCase):
     if weight == 0.0:
       self.assertNotIn("d1", last)  # regular distillation skips the term
     else:
-      self.assertAllClose(last["loss"], last["value"] + weight * last["d1"])
+      # The KL of log-probabilities is unit-free and left alone; the
+      # Sobolev term is relative to the teacher's gradients.
+      self.assertAllClose(last["value_normalized"], last["value"])
+      self.assertAllClose(
+        last["loss"], last["value"] + weight * last["d1_normalized"]
+      )
 
   def test_seed_fixes_the_student_whatever_ran_before(self):
     teacher = _teacher()
@@ -197,7 +202,8 @@ class TaskTest(tf.test.TestCase):
     )
     record = task.record(metrics)
     self.assertEqual(record["train_states"], len(task.chosen))
-    self.assertEqual(record["derivative_weight"], 1e6)
+    self.assertEqual(record["derivative_weight"], 1.0)
+    self.assertEqual(record["balance"], "target_scale")
     self.assertEqual(
       task.finish("ram://distillation_task", True), {"scores": []}
     )

@@ -102,6 +102,13 @@ class Task(abc.ABC):
   def checkpoint_items(self) -> Dict[str, Any]:
     """What a checkpoint holds, as `tf.train.Checkpoint` keyword arguments."""
 
+  def check_steps(self) -> None:  # noqa: B027 (a hook, a no-op by default)
+    """Raises from the host if a step just run was not applied.
+
+    The loop calls it after every execution; a task whose steps skip
+    non-finite updates (`sobolev_tf.training.StepGuard`) raises here.
+    """
+
   @abc.abstractmethod
   def evaluate(self) -> Dict[str, float]:
     """Scalar test metrics of the current weights, by name."""

@@ -34,8 +34,10 @@ import numpy as np
 import tensorflow as tf
 
 from sobolev_tf import checks
+from sobolev_tf import config as config_lib
 from sobolev_tf import distribute_utils
 from sobolev_tf import objective as objective_lib
+from sobolev_tf import training
 from sobolev_tf.layers import atari
 from sobolev_tf.tasks import atari_env
 from sobolev_tf.tasks import base
@@ -130,11 +132,15 @@ class Config:
     derivative_weight: weight of the Sobolev term; 0 is regular
       distillation.
     learning_rate: Adam step size.
+    balance: the objective's balance between the KL and the Sobolev term
+      (`SobolevConfig.balance`); with `target_scale` the term is relative to
+      the teacher's gradients, so weight 1 suits any teacher and game.
   """
 
   num_actions: int
   derivative_weight: float = 1.0
   learning_rate: float = 1e-3
+  balance: str = "target_scale"
 
   def __post_init__(self):
     checks.positive_ints(num_actions=self.num_actions)
@@ -169,8 +175,9 @@ class Distiller:
       output_transform="log_softmax",
       losses=[objective_lib.FunctionLoss(_kl_from_log_probs), "mse"],
       loss_weights=[1.0, config.derivative_weight],
-      balance="none",
+      balance=config.balance,
     )
+    self.guard = training.StepGuard()
     self._seed = seed
 
   def train_step(self, frames: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -183,13 +190,30 @@ class Distiller:
         x,
         teacher=self.teacher.policy_logits,
         seed=distribute_utils.step_seed(self._seed, self.optimizer.iterations),
+        training=True,
       )
     variables = self.student.trainable_variables
-    self.optimizer.apply(tape.gradient(losses.total, variables), variables)
+    gradients = tape.gradient(losses.total, variables)
+    loss_finite = tf.math.is_finite(losses.total)
+    gradients_finite = training.all_finite(gradients)
+    finite = training.finite_everywhere(loss_finite & gradients_finite)
+    training.apply_if_finite(self.optimizer, gradients, variables, finite)
+    self.guard.record(
+      finite,
+      tf.constant(True),
+      tf.constant(True),
+      loss_finite,
+      gradients_finite,
+    )
     scale = distribute_utils.replica_scale()
     return {
       "loss": losses.total / scale,
       **{name: term / scale for name, term in losses.terms.items()},
+      **{
+        f"{name}_normalized": term / scale
+        for name, term in losses.normalized.items()
+        if self.objective.config.balance != "none"
+      },
     }
 
 
@@ -224,6 +248,7 @@ class RunConfig:
     batch_size: global batch size.
     learning_rate: Adam step size.
     derivative_weight: weight of the Sobolev term of `sobolev`.
+    balance: the objective's balance (`Config.balance`).
     play_episodes: games the trained student plays (0: none).
     play_seed: seed of those games' starts, shared by every player.
   """
@@ -235,7 +260,8 @@ class RunConfig:
   steps: int = 2000
   batch_size: int = 32
   learning_rate: float = 1e-3
-  derivative_weight: float = 1e6
+  derivative_weight: float = 1.0
+  balance: str = "target_scale"
   play_episodes: int = 0
   play_seed: int = 1
 
@@ -249,6 +275,11 @@ class RunConfig:
     checks.positive_ints(steps=self.steps, batch_size=self.batch_size)
     checks.positive_numbers(learning_rate=self.learning_rate)
     checks.non_negative_numbers(derivative_weight=self.derivative_weight)
+    if self.balance not in config_lib.BALANCES:
+      raise ValueError(
+        f"Received an invalid value for `balance`, expected one of "
+        f"{config_lib.BALANCES}. Received: balance={self.balance!r}"
+      )
     checks.non_negative_ints(
       seed=self.seed, play_episodes=self.play_episodes, play_seed=self.play_seed
     )
@@ -256,7 +287,12 @@ class RunConfig:
   @property
   def run_id(self) -> str:
     """A name unique within a sweep, usable as a directory name."""
-    return f"{self.game}-f{self.fraction:g}-{self.method}-s{self.seed}"
+    setting = ""
+    if self.method == "sobolev" and (
+      self.balance != "target_scale" or self.derivative_weight != 1
+    ):
+      setting = f"-{self.balance}-w{self.derivative_weight:g}"
+    return f"{self.game}-f{self.fraction:g}-{self.method}{setting}-s{self.seed}"
 
   @property
   def weight(self) -> float:
@@ -332,6 +368,7 @@ class DistillationTask(base.DatasetTask):
         num_actions=num_actions,
         derivative_weight=self.config.weight,
         learning_rate=self.config.learning_rate,
+        balance=self.config.balance,
       ),
       teacher,
       seed=self.config.seed,
@@ -343,11 +380,16 @@ class DistillationTask(base.DatasetTask):
     return self.distiller.optimizer.iterations
 
   def checkpoint_items(self) -> Dict[str, Any]:
-    """The student and its optimiser."""
+    """The student, its optimiser and the balance's statistics."""
     return {
       "student": self.distiller.student,
       "optimizer": self.distiller.optimizer,
+      "balance": self.distiller.objective.balance,
     }
+
+  def check_steps(self) -> None:
+    """A skipped (non-finite) step is an error, raised from the host."""
+    self.distiller.guard.raise_if_skipped(f"in run {self.run_id} ")
 
   def dataset(
     self, context: tf.distribute.InputContext, start_step: int

@@ -432,6 +432,12 @@ class RegressionTask(base.DatasetTask):
     """Resets the model's running means."""
     self.model.reset_metrics()
 
+  def check_steps(self) -> None:
+    """`SobolevModel.raise_if_nonfinite`: a skipped step is an error."""
+    self.model.raise_if_nonfinite(
+      f"in run {self.run_id} before step {int(self.step_counter.numpy())} "
+    )
+
   def evaluate(self) -> Dict[str, float]:
     """Test MSE of values and gradients (`evaluate`)."""
     return evaluate(self.model.model, self.x_test, self.y_test)
