@@ -6,8 +6,9 @@ fixed held-out sample and writes to `--workdir`:
 * `config.json`: every flag;
 * `results.jsonl`: one JSON record per finished run;
 * `table.md`: log10 test MSE and gradient MSE, mean ± std over seeds;
-* `figure2.png`, and `figure3.png` when Styblinski-Tang was fitted at 20 and
-  100 points by `regular` and `sobolev`;
+* `figure2.png`; `figure3.png` when Styblinski-Tang was fitted at 20 and
+  100 points by `regular` and `sobolev` (seed 0), and `figure3_ackley.png`
+  when Ackley was at 20 and 10,000 points;
 * `runs/<run_id>/`: TensorBoard logs (`train/`: the loss, its value and
   derivative terms and the steps per second; `eval/`: the test errors and
   an image of the fitted surface; the run's settings for the HParams
@@ -30,7 +31,11 @@ The paper's full grid (20, 100 and 10,000 points, 5 seeds):
     python -m launch.regression --workdir=/tmp/regression_full --full_grid
 
 Functions take an optional dimension, e.g.
-`--functions=styblinski_tang:10,rosenbrock:100`.
+`--functions=styblinski_tang:10,rosenbrock:100`. The paper's domains are the
+default (`--domain=standard` for Surjanovic and Bingham's), its gradient loss
+too (`--gradient_loss=sum`, ||grad m - grad f||^2), and every term is
+balanced by its targets' scale (`--balance=target_scale`); `--balance=none`
+is the earlier plain sum.
 """
 
 import os
@@ -46,6 +51,7 @@ import tensorflow as tf
 from launch import common
 from launch import loop
 from launch import regression_report
+from sobolev_tf import config as config_lib
 from sobolev_tf.tasks import functions
 from sobolev_tf.tasks import regression
 
@@ -94,6 +100,38 @@ _DERIVATIVE_WEIGHT = flags.DEFINE_float(
   lower_bound=0.0,
   flag_values=FLAGS,
 )
+_DOMAIN = flags.DEFINE_enum(
+  "domain",
+  "paper",
+  list(functions.DOMAINS),
+  "The functions' boxes: the paper's supplementary material's, or "
+  "Surjanovic and Bingham's (functions.py).",
+  flag_values=FLAGS,
+)
+_BALANCE = flags.DEFINE_enum(
+  "balance",
+  "target_scale",
+  list(config_lib.BALANCES),
+  "Balance between the value and derivative terms (SobolevConfig.balance); "
+  "none is the plain sum over the value variance.",
+  flag_values=FLAGS,
+)
+_GRADIENT_LOSS = flags.DEFINE_enum(
+  "gradient_loss",
+  "sum",
+  list(regression.GRADIENT_LOSSES),
+  "The gradient term's squared error summed over input dimensions (the "
+  "paper's) or averaged (Keras's MSE).",
+  flag_values=FLAGS,
+)
+_EVAL_EVERY = flags.DEFINE_integer(
+  "eval_every",
+  0,
+  "Steps between test evaluations (points of each record's curve and of "
+  "TensorBoard's eval/ scalars); 0 evaluates at the end only.",
+  lower_bound=0,
+  flag_values=FLAGS,
+)
 _TEST_SIZE = flags.DEFINE_integer(
   "test_size", 10_000, "Held-out points.", lower_bound=1, flag_values=FLAGS
 )
@@ -121,7 +159,7 @@ def _function(spec: str) -> Tuple[str, int]:
   """`name` or `name:dim` to `(name, dim)`, checked by building it."""
   name, _, dim = spec.partition(":")
   dim = common.positive_int(dim) if dim else 2
-  functions.get_function(name, dim)
+  functions.get_function(name, dim)  # Every domain has every name and dim.
   return name, dim
 
 
@@ -155,6 +193,9 @@ def sweep_configs() -> List[regression.RunConfig]:
       activation=_ACTIVATION.value,
       derivative_weight=_DERIVATIVE_WEIGHT.value,
       test_size=_TEST_SIZE.value,
+      domain=_DOMAIN.value,
+      balance=_BALANCE.value,
+      gradient_loss=_GRADIENT_LOSS.value,
     )
     for name, dim in map(_function, _FUNCTIONS.value)
     for size in train_sizes
@@ -163,23 +204,37 @@ def sweep_configs() -> List[regression.RunConfig]:
   ]
 
 
-def figure3_panels(workdir: str, records: List[Dict[str, Any]]) -> list:
-  """Panels of Figure 3 from the saved Styblinski-Tang models, if all exist."""
-  function = functions.get_function("styblinski_tang")
-  x1, x2, values, gradients = _true_grid(function)
-  panels = [("true function", x1, x2, values, gradients)]
-  for size in (20, 100):
+def figure3_panels(
+  workdir: str,
+  records: List[Dict[str, Any]],
+  function_name: str = "styblinski_tang",
+  sizes: Tuple[int, int] = (20, 100),
+) -> list:
+  """Figure 3's panels from the saved 2-D models of seed 0, if all exist.
+
+  Args:
+    workdir: the sweep's directory.
+    records: its records.
+    function_name: the function drawn.
+    sizes: the two training sizes drawn, regular and Sobolev each.
+
+  Returns:
+    `(title, x1, x2, values, gradients)` for the true function and each
+    model, or `[]` when a model is missing.
+  """
+  found = [
+    r
+    for r in records
+    if r["function"] == function_name and r["dim"] == 2 and r["seed"] == 0
+  ]
+  if not found:
+    return []
+  function = functions.get_function(function_name, 2, found[0]["domain"])
+  panels = [("true function", *_true_grid(function))]
+  for size in sizes:
     for method in ("regular", "sobolev"):
       record = next(
-        (
-          r
-          for r in records
-          if r["function"] == "styblinski_tang"
-          and r["dim"] == 2
-          and r["train_size"] == size
-          and r["method"] == method
-          and r["seed"] == 0
-        ),
+        (r for r in found if r["train_size"] == size and r["method"] == method),
         None,
       )
       path = record and os.path.join(
@@ -228,6 +283,7 @@ def main(argv: List[str]) -> None:
     loop.Settings(
       steps_per_execution=_COMMON["steps_per_execution"].value,
       checkpoints_per_run=_COMMON["checkpoints_per_run"].value,
+      eval_every=_EVAL_EVERY.value,
       jit_compile=_JIT_COMPILE.value,
     ),
     lambda record: (
@@ -240,15 +296,20 @@ def main(argv: List[str]) -> None:
   table = regression_report.write_table(
     records, os.path.join(workdir, "table.md")
   )
-  regression_report.figure2(records, os.path.join(workdir, "figure2.png"))
-  panels = figure3_panels(workdir, records)
-  if panels:
-    regression_report.figure3(panels, os.path.join(workdir, "figure3.png"))
+  figures = [os.path.join(workdir, "figure2.png")]
+  regression_report.figure2(records, figures[0])
+  for name, sizes, filename in (
+    ("styblinski_tang", (20, 100), "figure3.png"),
+    ("ackley", (20, 10_000), "figure3_ackley.png"),
+  ):
+    panels = figure3_panels(workdir, records, name, sizes)
+    if panels:
+      figures.append(os.path.join(workdir, filename))
+      regression_report.figure3(panels, figures[-1])
   print(table)
   print(
     f"Results: {workdir}/results.jsonl\nTable: {workdir}/table.md\nFigures: "
-    f"{workdir}/figure2.png"
-    + (f", {workdir}/figure3.png" if panels else "")
+    + ", ".join(figures)
     + f"\nTensorBoard: tensorboard --logdir={workdir}/runs"
   )
 

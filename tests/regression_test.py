@@ -58,7 +58,14 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLen(model.trainable_weights, 6)
 
   @parameterized.parameters(
-    "regular", "sobolev", "stochastic", "sobolev_fd", "sobolev2", "stochastic2"
+    "regular",
+    "sobolev",
+    "stochastic",
+    "sobolev_fd",
+    "sobolev2",
+    "stochastic2",
+    "sobolev_missing",
+    "directional",
   )
   def test_training_reduces_test_error(self, method):
     config = _config(method=method, steps=200, train_size=64)
@@ -86,6 +93,63 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     ).objective.config.loss_weights
     self.assertAllClose(np.array(weights) / weights[0], [1.0, 10.0, 10.0])
 
+  def test_missing_gradient_entries(self):
+    config = _config(method="sobolev_missing", train_size=400)
+    (_, y), _ = regression.make_data(config)
+    unknown = np.isnan(y["d1"])
+    self.assertAllClose(unknown.mean(), 0.5, atol=0.05)
+    full = regression.targets(
+      regression.get_function(config), regression.make_data(config)[0][0], 1
+    )
+    self.assertAllEqual(y["d1"][~unknown], full["d1"][~unknown])
+    model = regression.build_model(config, regression.get_function(config), y)
+    self.assertEqual(model.objective.config.nonfinite_targets, "missing")
+
+  def test_directional_targets_are_derivatives_along_unit_directions(self):
+    config = _config(method="directional")
+    function = regression.get_function(config)
+    (x, y), _ = regression.make_data(config)
+    self.assertNotIn("d1", y)
+    directions = y["d1_directions"]  # [B, 1, 2]
+    self.assertAllClose(np.linalg.norm(directions, axis=-1), np.ones((16, 1)))
+    gradient = function.gradient(x.astype("float64")).numpy()  # [B, 2]
+    self.assertAllClose(
+      y["d1_directional"][:, 0, 0],
+      np.sum(gradient * directions[:, 0], axis=-1),
+      rtol=1e-5,
+    )
+
+  @parameterized.parameters(("sum", 2.0), ("mean", 1.0))
+  def test_gradient_loss(self, gradient_loss, factor):
+    config = _config(gradient_loss=gradient_loss, balance="none")
+    function = regression.get_function(config)
+    (x, y), _ = regression.make_data(config, function)
+    model = regression.build_model(config, function, y)
+    model.compile()
+    d1 = model.evaluate(x, y, verbose=0, return_dict=True)["d1_loss"]
+    # `evaluate` scores the mean over input dimensions; the sum is 2 x it.
+    mean = regression.evaluate(model.model, x, y)["test_gradient_mse"]
+    self.assertAllClose(d1, factor * mean, rtol=1e-5)
+
+  def test_balance_none_keeps_the_earlier_weights(self):
+    config = _config(balance="none", derivative_weight=3.0)
+    function = regression.get_function(config)
+    (_, y), _ = regression.make_data(config, function)
+    model = regression.build_model(config, function, y)
+    variance = max(float(np.std(y["value"])), 1e-6) ** 2
+    self.assertAllClose(
+      model.objective.config.loss_weights, [1 / variance, 3 / variance]
+    )
+    self.assertEqual(model.objective.config.balance, "none")
+
+  def test_paper_and_standard_domains(self):
+    paper = regression.get_function(_config(function="ackley"))
+    standard = regression.get_function(
+      _config(function="ackley", domain="standard")
+    )
+    self.assertAllEqual(paper.upper, [5.0, 5.0])
+    self.assertAllClose(standard.upper, [32.768, 32.768])
+
   def test_second_order_needs_smooth_function(self):
     config = _config(function="bukin_n6", method="sobolev2")
     with self.assertRaisesRegex(ValueError, "not twice differentiable"):
@@ -101,10 +165,21 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(
       _config(activation="softplus").run_id, "booth-d2-n16-sobolev-softplus-s0"
     )
+    self.assertEqual(
+      _config(domain="standard", balance="none", gradient_loss="mean").run_id,
+      "booth-d2-n16-sobolev-standard-none-mean-s0",
+    )
 
-  def test_invalid_method(self):
-    with self.assertRaisesRegex(ValueError, r"method='exact'"):
-      _config(method="exact")
+  @parameterized.parameters(
+    dict(method="exact"),
+    dict(domain="nosuch"),
+    dict(balance="gradnorm"),
+    dict(gradient_loss="max"),
+  )
+  def test_invalid_choice(self, **kwargs):
+    ((name, value),) = kwargs.items()
+    with self.assertRaisesRegex(ValueError, f"`{name}`.*{name}='{value}'"):
+      _config(**kwargs)
 
   @parameterized.parameters(
     dict(train_size=0),

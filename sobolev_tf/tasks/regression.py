@@ -14,20 +14,28 @@ method and scores it on a fixed held-out sample. Methods:
   term costs one Hessian-vector product instead of `d`.
 * `sobolev_fd`: like `sobolev`, with gradients from central finite
   differences of the function treated as a black-box NumPy callable.
+* `sobolev_missing`: like `sobolev`, each gradient entry unknown with
+  probability 1/2 (NaN, `nonfinite_targets="missing"`): a simulator that
+  gives some partials and not others.
+* `directional`: the derivative along one random unit direction per
+  example, fixed in the data (`d1_directions`, `d1_directional`): what
+  forward-mode differentiation along chosen directions gives.
 
 Units. The functions span many orders of magnitude (Rosenbrock reaches 1e6 on
 its domain), so the network works in normalised units inside: the input box is
 mapped to [-1, 1]^d and the value standardised with the training set's mean
 and spread (`keras.layers.Normalization` layers at both ends), while the model
 as a whole maps original inputs to original outputs, so its input derivatives
-are in original units. The losses are the paper's: L2 on values and L2 on
-derivatives, in original units, all divided by the training values' variance
-(a common constant, so the terms keep the paper's balance while the loss is
-O(1) for the optimiser's gradient clipping). A probe weighing the derivative
-errors in normalised units instead (each multiplied by the squared
-half-width) favoured the derivative term so much that Sobolev training lost
-to regular training on Ackley by 10x and on Booth; the paper's balance did
-not. Test errors are reported in original units.
+are in original units. The losses are the paper's (`gradient_loss="sum"`): L2
+on values, and L2 on gradients summed over the input dimensions,
+||grad m - grad f||^2 (`"mean"` averages over them, Keras's convention).
+With the library's default balance (`balance="target_scale"`) each term is
+relative to its targets' scale, so weight 1 on each needs no per-function
+tuning; `balance="none"` is the plain sum, divided by the training values'
+variance (a common constant, so the terms keep the paper's raw balance while
+the loss is O(1) for the optimiser's gradient clipping): the setting of the
+earlier measurements. Test errors are reported in original units, as means
+over points and input dimensions.
 """
 
 import dataclasses
@@ -44,6 +52,7 @@ import numpy as np
 import tensorflow as tf
 
 from sobolev_tf import checks
+from sobolev_tf import config as config_lib
 from sobolev_tf import finite_differences
 from sobolev_tf import model as model_lib
 from sobolev_tf.tasks import base
@@ -57,7 +66,10 @@ METHODS = {
   "sobolev2": dict(order=2, mode="full"),
   "stochastic2": dict(order=2, mode="stochastic"),
   "sobolev_fd": dict(order=1, mode="full"),
+  "sobolev_missing": dict(order=1, mode="full"),
+  "directional": dict(order=1, mode="full"),
 }
+GRADIENT_LOSSES = {"sum": "sum_squared_error", "mean": "mean_squared_error"}
 TEST_SEED_OFFSET = 1_000_003
 
 
@@ -75,10 +87,14 @@ class RunConfig:
     batch_size: global batch size (capped at `train_size`).
     learning_rate: Adam step size.
     activation: hidden activation; `sobolev2` needs a smooth one.
-    derivative_weight: multiplies the derivative terms' weights (1 keeps
-      the paper's balance).
+    derivative_weight: multiplies the derivative terms' weights.
     hidden_sizes: widths of the hidden layers.
     test_size: number of held-out points (sampled with a fixed seed).
+    domain: `"paper"` (the paper's boxes) or `"standard"` (Surjanovic and
+      Bingham's), see `functions`.
+    balance: `SobolevConfig.balance`; `"none"` is the earlier setting (the
+      plain sum over the value variance).
+    gradient_loss: `"sum"` (the paper's) or `"mean"` over input dimensions.
   """
 
   function: str
@@ -93,13 +109,22 @@ class RunConfig:
   derivative_weight: float = 1.0
   hidden_sizes: Tuple[int, ...] = (256, 256)
   test_size: int = 10_000
+  domain: str = "paper"
+  balance: str = "target_scale"
+  gradient_loss: str = "sum"
 
   def __post_init__(self):
-    if self.method not in METHODS:
-      raise ValueError(
-        f"Received an invalid value for `method`, expected one of "
-        f"{list(METHODS)}. Received: method={self.method!r}"
-      )
+    for name, choices in (
+      ("method", METHODS),
+      ("domain", functions.DOMAINS),
+      ("balance", config_lib.BALANCES),
+      ("gradient_loss", GRADIENT_LOSSES),
+    ):
+      if getattr(self, name) not in choices:
+        raise ValueError(
+          f"Received an invalid value for `{name}`, expected one of "
+          f"{list(choices)}. Received: {name}={getattr(self, name)!r}"
+        )
     checks.positive_ints(
       dim=self.dim,
       train_size=self.train_size,
@@ -114,12 +139,19 @@ class RunConfig:
   @property
   def run_id(self) -> str:
     """A name unique within a sweep, usable as a directory name."""
-    activation = "" if self.activation == "relu" else f"-{self.activation}"
+    settings = "" if self.activation == "relu" else f"-{self.activation}"
     if self.derivative_weight != 1:
-      activation += f"-w{self.derivative_weight:g}"
+      settings += f"-w{self.derivative_weight:g}"
+    for name, default in (
+      ("domain", "paper"),
+      ("balance", "target_scale"),
+      ("gradient_loss", "sum"),
+    ):
+      if getattr(self, name) != default:
+        settings += f"-{getattr(self, name)}"
     return (
       f"{self.function}-d{self.dim}-n{self.train_size}-{self.method}"
-      f"{activation}-s{self.seed}"
+      f"{settings}-s{self.seed}"
     )
 
   @property
@@ -207,18 +239,25 @@ def build_model(
   function: functions.BenchmarkFunction,
   train_targets: Dict[str, np.ndarray],
 ) -> model_lib.SobolevModel:
-  """`SobolevModel` with the paper's L2 terms, scaled by the value variance."""
+  """`SobolevModel` with the paper's L2 terms and the run's balance."""
   value_mean = float(np.mean(train_targets["value"]))
   # A floor keeps near-constant samples (1 point) from dividing by zero.
   value_std = max(float(np.std(train_targets["value"])), 1e-6)
   method = METHODS[config.method]
+  weights = [1.0] + [config.derivative_weight] * method["order"]
+  if config.balance == "none":
+    weights = [w / value_std**2 for w in weights]
   model = model_lib.SobolevModel(
     build_network(config, function, value_mean, value_std),
     order=method["order"],
     mode=method.get("mode", "full"),
-    loss_weights=[1 / value_std**2]
-    + [config.derivative_weight / value_std**2] * method["order"],
-    balance="none",
+    loss_weights=weights,
+    losses=["mean_squared_error"]
+    + [GRADIENT_LOSSES[config.gradient_loss]] * method["order"],
+    nonfinite_targets=(
+      "missing" if config.method == "sobolev_missing" else "raise"
+    ),
+    balance=config.balance,
     seed=config.seed,
   )
   model.build((None, config.dim))
@@ -296,20 +335,43 @@ def make_data(
   config: RunConfig, function: Optional[functions.BenchmarkFunction] = None
 ) -> Tuple[Any, Any]:
   """The run's training sample with its targets, and the fixed test set."""
-  function = function or functions.get_function(config.function, config.dim)
+  function = function or get_function(config)
   x_train = function.sample(config.train_size, seed=config.seed)
   x_test = function.sample(config.test_size, seed=TEST_SEED_OFFSET)
-  train = (
+  y_train = targets(
+    function,
     x_train,
-    targets(
-      function,
-      x_train,
-      config.order,
-      finite_difference=config.method == "sobolev_fd",
-    ),
+    config.order,
+    finite_difference=config.method == "sobolev_fd",
   )
-  test = (x_test, targets(function, x_test, 1))
-  return train, test
+  rng = np.random.default_rng([config.seed, TEST_SEED_OFFSET])
+  if config.method == "sobolev_missing":
+    unknown = rng.random(y_train["d1"].shape) < 0.5
+    y_train["d1"] = np.where(unknown, np.nan, y_train["d1"]).astype(np.float32)
+  if config.method == "directional":
+    y_train = _along_random_directions(y_train, rng)
+  return (x_train, y_train), (x_test, targets(function, x_test, 1))
+
+
+def get_function(config: RunConfig) -> functions.BenchmarkFunction:
+  """The run's function on its domain."""
+  return functions.get_function(config.function, config.dim, config.domain)
+
+
+def _along_random_directions(
+  y: Dict[str, np.ndarray], rng: np.random.Generator
+) -> Dict[str, np.ndarray]:
+  """`y` with `d1` replaced by the derivative along one unit direction."""
+  gradient = y.pop("d1")  # [B, 1, d]
+  directions = rng.normal(size=(len(gradient), 1, gradient.shape[-1]))
+  directions /= np.linalg.norm(directions, axis=-1, keepdims=True)  # [B, 1, d]
+  return {
+    **y,
+    "d1_directions": directions.astype(np.float32),
+    "d1_directional": np.einsum("boi,bki->bok", gradient, directions).astype(
+      np.float32
+    ),  # [B, 1, 1]
+  }
 
 
 def grid_values(
@@ -367,7 +429,7 @@ class RegressionTask(base.DatasetTask):
   def __init__(self, config: RunConfig):
     super().__init__(config.run_id, config.steps)
     self.config = config
-    self.function = functions.get_function(config.function, config.dim)
+    self.function = get_function(config)
     (self.x_train, self.y_train), (self.x_test, self.y_test) = make_data(
       config, self.function
     )
