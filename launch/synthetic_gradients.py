@@ -42,6 +42,7 @@ import numpy as np
 
 from launch import common
 from launch import loop
+from sobolev_tf import config as config_lib
 from sobolev_tf.tasks import image_data
 from sobolev_tf.tasks import synthetic_gradients as sg
 
@@ -90,8 +91,18 @@ _SG_LEARNING_RATE = flags.DEFINE_float(
 _GRADIENT_WEIGHT = flags.DEFINE_float(
   "gradient_weight",
   sg.Config.gradient_weight,
-  "Weight of the SG modules' gradient terms (mean squared error over h).",
+  "Weight of the SG modules' gradient terms (mean squared error over h); "
+  "with --balance=target_scale, relative to the true gradients' scale.",
   lower_bound=0.0,
+  flag_values=FLAGS,
+)
+_BALANCE = flags.DEFINE_enum(
+  "balance",
+  sg.Config.balance,
+  list(config_lib.BALANCES),
+  "Balance of the SG modules' value and gradient terms "
+  "(SobolevConfig.balance); none with --gradient_weight=100 is the earlier "
+  "setting.",
   flag_values=FLAGS,
 )
 _WARMUP_STEPS = flags.DEFINE_integer(
@@ -168,6 +179,7 @@ def sweep_tasks() -> List[sg.SyntheticGradientsTask]:
         learning_rate=_LEARNING_RATE.value,
         sg_learning_rate=_SG_LEARNING_RATE.value,
         gradient_weight=_GRADIENT_WEIGHT.value,
+        balance=_BALANCE.value,
         warmup_steps=_WARMUP_STEPS.value,
       ),
       dataset=_DATASET.value,

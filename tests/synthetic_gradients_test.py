@@ -193,9 +193,12 @@ class PropositionFourTest(tf.test.TestCase, parameterized.TestCase):
 class SGLossTest(tf.test.TestCase, parameterized.TestCase):
   """Each variant's SG training loss against a brute-force computation."""
 
-  @parameterized.parameters("direct", "vfbn", "critic", "sobolev")
-  def test_sg_loss(self, variant):
-    classifier = _classifier(variant, gradient_weight=7.0)
+  @parameterized.product(
+    variant=["direct", "vfbn", "critic", "sobolev"],
+    balance=["none", "target_scale"],
+  )
+  def test_sg_loss(self, variant, balance):
+    classifier = _classifier(variant, gradient_weight=7.0, balance=balance)
     _, labels = _batch(batch_size=3)
     h = tf.random.stateless_normal([3, 4, 4, 6], seed=[5, 6])
     value_target = tf.constant([2.0, 0.5, 1.0])
@@ -212,6 +215,11 @@ class SGLossTest(tf.test.TestCase, parameterized.TestCase):
       dm_dh = tape.gradient(m, h).numpy()  # per example: m_b depends on h_b
       value_error = np.mean((m.numpy() - value_target.numpy()) ** 2)
       gradient_error = 7.0 * np.mean((dm_dh - gradient_target.numpy()) ** 2)
+      if balance == "target_scale":
+        # Relative errors: over the targets' variance and mean square (the
+        # first training step's statistics are its own batch's).
+        value_error /= np.var(value_target.numpy())
+        gradient_error /= np.mean(gradient_target.numpy() ** 2)
       expected = {
         "vfbn": gradient_error,
         "critic": value_error,

@@ -49,6 +49,7 @@ import sonnet as snt
 import tensorflow as tf
 
 from sobolev_tf import checks
+from sobolev_tf import config as config_lib
 from sobolev_tf import derivatives
 from sobolev_tf import distribute_utils
 from sobolev_tf import objective as objective_lib
@@ -79,6 +80,10 @@ class Config:
     gradient_weight: weight of the gradient terms of `direct`, `vfbn` and
       `sobolev`, on the mean squared error over h's elements; the value
       terms have weight 1.
+    balance: the SG modules' objectives' balance (`SobolevConfig.balance`):
+      with `target_scale` each term is relative to its targets (the loss,
+      its gradient), so weight 1 needs no tuning per data set; `none` is
+      the plain sum, whose gradient term needed a weight of 100 on digits.
     warmup_steps: steps the SG modules train before the lower stages use
       their output.
   """
@@ -92,14 +97,20 @@ class Config:
   batch_norm: bool = False
   learning_rate: float = 1e-3
   sg_learning_rate: float = 1e-3
-  gradient_weight: float = 100.0
+  gradient_weight: float = 1.0
   warmup_steps: int = 0
+  balance: str = "target_scale"
 
   def __post_init__(self):
     if self.variant not in VARIANTS:
       raise ValueError(
         f"Received an invalid value for `variant`, expected one of "
         f"{list(VARIANTS)}. Received: variant={self.variant!r}"
+      )
+    if self.balance not in config_lib.BALANCES:
+      raise ValueError(
+        f"Received an invalid value for `balance`, expected one of "
+        f"{config_lib.BALANCES}. Received: balance={self.balance!r}"
       )
     if self.architecture not in ARCHITECTURES:
       raise ValueError(
@@ -186,15 +197,22 @@ class DecoupledClassifier(snt.Module):
       self._make_sg_module(config.block_channels[cut], k)
       for k, cut in enumerate(cuts)
     ]
-    self._objective = {
-      "vfbn": objective_lib.SobolevObjective(
-        order=1, loss_weights=[0.0, config.gradient_weight], balance="none"
-      ),
-      "critic": objective_lib.SobolevObjective(order=0, balance="none"),
-      "sobolev": objective_lib.SobolevObjective(
-        order=1, loss_weights=[1.0, config.gradient_weight], balance="none"
-      ),
+    weights = {
+      "vfbn": [0.0, config.gradient_weight],
+      "critic": [1.0],
+      "sobolev": [1.0, config.gradient_weight],
     }.get(config.variant)
+    # One objective per module: each split's targets have their own scale.
+    self.sg_objectives = (
+      [
+        objective_lib.SobolevObjective(
+          order=len(weights) - 1, loss_weights=weights, balance=config.balance
+        )
+        for _ in self.sg_modules
+      ]
+      if weights
+      else []
+    )
     self.optimizer = keras.optimizers.Adam(config.learning_rate)
     self.sg_optimizer = keras.optimizers.Adam(config.sg_learning_rate)
     # Build every variable now, so that checkpoints restore before training.
@@ -271,8 +289,8 @@ class DecoupledClassifier(snt.Module):
       targets.pop("d1")
     if self.config.variant == "vfbn":
       targets.pop("value")
-    return self._objective(
-      lambda a: module(a, labels)[:, None], h, targets
+    return self.sg_objectives[index](
+      lambda a: module(a, labels)[:, None], h, targets, training=True
     ).total
 
   def train_step(self, batch: Tuple[tf.Tensor, tf.Tensor]) -> Dict[str, Any]:
@@ -496,8 +514,12 @@ class SyntheticGradientsTask(base.DatasetTask):
       )
     checks.non_negative_ints(seed=seed)
     checks.positive_ints(batch_size=batch_size)
+    setting = ""
+    if config.balance != "target_scale" or config.gradient_weight != 1:
+      setting = f"-{config.balance}-w{config.gradient_weight:g}"
     super().__init__(
-      f"{dataset}-m{config.num_modules}-{config.variant}-s{seed}", steps
+      f"{dataset}-m{config.num_modules}-{config.variant}{setting}-s{seed}",
+      steps,
     )
     self.config = config
     self.dataset_name = dataset
@@ -524,6 +546,7 @@ class SyntheticGradientsTask(base.DatasetTask):
       "learning_rate": config.learning_rate,
       "sg_learning_rate": config.sg_learning_rate,
       "gradient_weight": config.gradient_weight,
+      "balance": config.balance,
       "warmup_steps": config.warmup_steps,
       "batch_norm": config.batch_norm,
     }
@@ -551,6 +574,7 @@ class SyntheticGradientsTask(base.DatasetTask):
       "classifier": self.classifier,
       "optimizer": self.classifier.optimizer,
       "sg_optimizer": self.classifier.sg_optimizer,
+      "sg_balances": [o.balance for o in self.classifier.sg_objectives],
     }
 
   def dataset(
