@@ -151,29 +151,33 @@ def parse(
     )
   _check_keys(config, y)
   weights = _weights_by_term(sample_weight, config.active_keys, y)
-  terms = {}
-  for k in config.active_orders:
-    key = config_lib.term_key(k)
-    term = Term(order=k, weight=weights.get(key))
-    if DIRECTIONAL.get(k) in y:
-      term.kind = "directional"
-      term.target = _float_tensor(y[DIRECTIONAL[k]], DIRECTIONAL[k])
-      directions = _float_tensor(y[DIRECTIONS[k]], DIRECTIONS[k])
-      # The model is differentiated along the directions before the
-      # non-finite policy applies: zeros keep NaN out of its side.
-      term.directions_finite = tf.math.is_finite(directions)
-      term.directions = tf.where(
-        term.directions_finite, directions, tf.zeros_like(directions)
-      )
-    elif key in y:
-      term.target = _float_tensor(y[key], key)
-    if MASKS[k] in y:
-      mask = tf.cast(
-        _numeric_tensor(y[MASKS[k]], f"y[{MASKS[k]!r}]"), tf.float32
-      )
-      term.mask = tf.cast(tf.not_equal(mask, 0), tf.float32)
-    terms[key] = term
-  return terms
+  return {
+    config_lib.term_key(k): _term(k, y, weights.get(config_lib.term_key(k)))
+    for k in config.active_orders
+  }
+
+
+def _term(order: int, y: Mapping, weight) -> Term:
+  """The order's term from the data's keys (checked by `_check_keys`)."""
+  key = config_lib.term_key(order)
+  term = Term(order=order, weight=weight)
+  if DIRECTIONAL.get(order) in y:
+    term.kind = "directional"
+    term.target = _float_tensor(y[DIRECTIONAL[order]], DIRECTIONAL[order])
+    directions = _float_tensor(y[DIRECTIONS[order]], DIRECTIONS[order])
+    # The model is differentiated along the directions before the
+    # non-finite policy applies: zeros keep NaN out of its side.
+    term.directions_finite = tf.math.is_finite(directions)
+    term.directions = tf.where(
+      term.directions_finite, directions, tf.zeros_like(directions)
+    )
+  elif key in y:
+    term.target = _float_tensor(y[key], key)
+  if MASKS[order] in y:
+    mask_key = MASKS[order]
+    mask = tf.cast(_numeric_tensor(y[mask_key], f"y[{mask_key!r}]"), tf.float32)
+    term.mask = tf.cast(tf.not_equal(mask, 0), tf.float32)
+  return term
 
 
 def _check_keys(config: config_lib.SobolevConfig, y: Mapping) -> None:
