@@ -9,11 +9,12 @@ variables `fn` reads, so an outer `tf.GradientTape` can train through them
 ("double backprop").
 
 Full derivatives are stacks of vector-Jacobian products (reverse mode) or
-Jacobian-vector products (forward mode, `tf.autodiff.ForwardAccumulator`),
-one per output or input coordinate. Unlike `GradientTape.batch_jacobian`, which
-vectorises with `pfor`, these unrolled loops compile quickly under XLA and
-inside an outer tape. Projected derivatives cost one product per direction,
-whatever the sizes.
+Jacobian-vector products (forward mode: `tf.autodiff.ForwardAccumulator`, or
+under XLA, where that compiles badly, the derivative of a vector-Jacobian
+product), one per output or input coordinate. Unlike
+`GradientTape.batch_jacobian`, which vectorises with `pfor`, these unrolled
+loops compile quickly under XLA and inside an outer tape. Projected
+derivatives cost one product per direction, whatever the sizes.
 """
 
 from typing import Callable
@@ -24,6 +25,8 @@ from typing import Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import ops
+from tensorflow.python.ops import control_flow_util
 
 JACOBIAN_MODES = ("auto", "reverse", "forward")
 
@@ -100,7 +103,9 @@ def choose_jacobian_mode(input_size: int, output_size: int) -> str:
   Reverse mode costs one vector-Jacobian product per output coordinate and
   forward mode one Jacobian-vector product per input coordinate; each product
   costs a small multiple of a forward pass, so the smaller count wins. Ties go
-  to reverse mode, which shares one forward pass between its products.
+  to reverse mode, which shares one forward pass between its products. Under
+  XLA a forward product is a double backward pass, about two reverse ones,
+  so forward mode needs more than twice as many outputs as inputs there.
 
   Under eager execution the answer is always reverse mode (see
   `training_mode`): training differentiates these derivatives again.
@@ -112,9 +117,10 @@ def choose_jacobian_mode(input_size: int, output_size: int) -> str:
   Returns:
     `"reverse"` or `"forward"`.
   """
-  if tf.executing_eagerly() or output_size <= input_size:
+  if tf.executing_eagerly():
     return "reverse"
-  return "forward"
+  forward_cost = 2 * input_size if in_xla_context() else input_size
+  return "forward" if output_size > forward_cost else "reverse"
 
 
 def _basis(
@@ -191,17 +197,38 @@ def _forward_jacobian(
   in_size: int,
   batch_shape: tf.Tensor,
 ) -> Tuple[tf.Tensor, tf.Tensor]:
-  y = None
-  columns = []
-  for i in range(in_size):
-    tangent = _basis(i, in_size, batch_shape, in_shape, x.dtype)
-    with tf.autodiff.ForwardAccumulator(x, tangent) as accumulator:
-      y = _check_output(fn(x))
-    columns.append(accumulator.jvp(y, unconnected_gradients="zero"))
+  if in_xla_context():
+    # Under XLA, ForwardAccumulator's products compile into a program that
+    # runs ~500 times slower as soon as the same program also updates a
+    # variable (an optimiser step); the double-backward products do not.
+    tangents = tf.stack(
+      [
+        _basis(i, in_size, batch_shape, in_shape, x.dtype)
+        for i in range(in_size)
+      ],
+      axis=1,
+    )  # [B, in_size, in...]
+    y, jacobian = value_and_jacobian_vector_products(fn, x, tangents)
+  else:
+    columns = []
+    for i in range(in_size):
+      tangent = _basis(i, in_size, batch_shape, in_shape, x.dtype)
+      with tf.autodiff.ForwardAccumulator(x, tangent) as accumulator:
+        y = _check_output(fn(x))
+      columns.append(accumulator.jvp(y, unconnected_gradients="zero"))
+    jacobian = tf.stack(columns, axis=-1)  # [B, out..., in_size]
   out_shape = y.shape[1:]
-  jacobian = tf.stack(columns, axis=-1)  # [B, out..., in_size]
   return y, tf.reshape(
     jacobian, tf.concat([batch_shape, out_shape, in_shape], 0)
+  )
+
+
+def in_xla_context() -> bool:
+  """Whether the function being traced will be compiled by XLA."""
+  # TensorFlow's own test for XLA contexts (control flow lowers with it).
+  graph = ops.get_default_graph()
+  return not tf.executing_eagerly() and bool(
+    control_flow_util.GraphOrParentsInXlaContext(graph)
   )
 
 

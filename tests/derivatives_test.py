@@ -547,6 +547,58 @@ class ModeSelectionTest(tf.test.TestCase, parameterized.TestCase):
 
     self.assertEqual(choose().numpy().decode(), expected)
 
+  @parameterized.parameters(
+    (3, 5, "reverse"), (3, 7, "forward"), (2, 8, "forward"), (4, 8, "reverse")
+  )
+  def test_xla_counts_a_forward_product_twice(
+    self, input_size, output_size, expected
+  ):
+    chosen = []  # Recorded while tracing: XLA returns no strings.
+
+    @tf.function(jit_compile=True)
+    def choose():
+      chosen.append(derivatives.choose_jacobian_mode(input_size, output_size))
+      return tf.constant(0.0)
+
+    choose()
+    self.assertEqual(chosen, [expected])
+
+  def test_xla_context(self):
+    self.assertFalse(derivatives.in_xla_context())
+    seen = []
+
+    def probe():
+      seen.append(derivatives.in_xla_context())
+      return tf.constant(0.0)
+
+    tf.function(probe)()
+    tf.function(probe, jit_compile=True)()
+    self.assertEqual(seen, [False, True])
+
+  def test_forward_mode_under_xla_trains_like_reverse_mode(self):
+    # Forward products under XLA are double-backward ones; the Jacobian and
+    # the weights' gradients through it equal reverse mode's.
+    model = _mlp((2,), (5,))
+    x = tf.constant(np.random.default_rng(2).normal(size=(4, 2)), tf.float64)
+
+    def gradients(mode):
+      @tf.function(jit_compile=True)
+      def step(x):
+        with tf.GradientTape() as tape:
+          jacobian = derivatives.jacobian(model, x, mode)
+          loss = tf.reduce_sum(tf.square(jacobian))
+        return jacobian, tape.gradient(loss, model.trainable_weights)
+
+      return step(x)
+
+    forward, reverse = gradients("forward"), gradients("reverse")
+    self.assertAllClose(forward[0], reverse[0], atol=1e-10)
+    for a, b in zip(forward[1], reverse[1], strict=True):
+      # The output bias does not move a Jacobian: no gradient in either.
+      self.assertEqual(a is None, b is None)
+      if a is not None:
+        self.assertAllClose(a, b, atol=1e-10)
+
   def test_auto_jacobian_runs_forward_mode_only_in_graphs(self):
     # Forward mode calls fn once per input coordinate; reverse mode once.
     calls = []
