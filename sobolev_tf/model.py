@@ -395,14 +395,7 @@ def _fused_train_function(model, keras_function, count: int):
     present = tf.stack([batch.has_value() for batch in batches])
     return present, batches
 
-  @tf.function(jit_compile=True, reduce_retracing=True)
-  def run_steps(stacked):  # Each leaf [count, B, ...].
-    logs = model.train_step(tf.nest.map_structure(lambda t: t[0], stacked))
-    for index in tf.range(1, count):
-      logs = model.train_step(
-        tf.nest.map_structure(lambda t, i=index: t[i], stacked)
-      )
-    return logs
+  run_steps = training_lib.compiled_steps(model.train_step)
 
   def function(iterator):
     if not isinstance(iterator, tf.data.Iterator):
@@ -419,7 +412,7 @@ def _fused_train_function(model, keras_function, count: int):
       tuple(tuple(t.shape) for t in tf.nest.flatten(batch)) for batch in batches
     }
     if len(batches) == count and len(shapes) == 1:
-      return run_steps(tf.nest.map_structure(lambda *t: tf.stack(t), *batches))
+      return run_steps(training_lib.stack_batches(batches))
     for batch in batches:
       logs = keras_function(iter([batch]))
     return logs
