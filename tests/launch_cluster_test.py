@@ -19,6 +19,14 @@ from launch import local_cluster
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PROGRAM = os.path.join(_ROOT, "tests", "distributed_training_program.py")
+# A script's own directory, not the working directory, starts `sys.path`: the
+# program finds `launch` (which is not installed) through PYTHONPATH.
+_ENV = {
+  **os.environ,
+  "PYTHONPATH": os.pathsep.join(
+    filter(None, [_ROOT, os.environ.get("PYTHONPATH")])
+  ),
+}
 _RUN = "booth-d2-n100-sobolev-s0"
 
 
@@ -40,6 +48,7 @@ def _run(python_args, timeout=600):
   process = subprocess.run(
     [sys.executable, *python_args],
     cwd=_ROOT,
+    env=_ENV,
     capture_output=True,
     text=True,
     timeout=timeout,
@@ -52,6 +61,7 @@ def _run_workers(python_args, num_workers=2, timeout=600):
     python_args,
     num_workers,
     cwd=_ROOT,
+    env=_ENV,
     stdout=subprocess.PIPE,
     stderr=subprocess.STDOUT,
     text=True,

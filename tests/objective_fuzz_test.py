@@ -77,9 +77,16 @@ def _per_term(order: int, values: st.SearchStrategy) -> st.SearchStrategy:
 
 
 def _per_term_invalid(
-  order: int, values: st.SearchStrategy, invalid: st.SearchStrategy
+  order: int,
+  values: st.SearchStrategy,
+  invalid: st.SearchStrategy,
+  default=object(),
 ) -> st.SearchStrategy:
-  """Per-term options that are wrong whatever the rest of the config."""
+  """Per-term options that are wrong whatever the rest of the config.
+
+  `default` is the one whole value that means "the default" (None for
+  `loss_weights`): wrong for one term, right for the option as a whole.
+  """
   keys = TERMS[: order + 1]
   size = order + 1
   wrong_lengths = [n for n in range(5) if n != size]
@@ -89,7 +96,7 @@ def _per_term_invalid(
     + [(key,) for key in TERMS[order + 1 :]]
   )
   return st.one_of(
-    invalid,
+    invalid.filter(lambda value: value is not default),
     st.tuples(
       st.lists(values, min_size=size, max_size=size),
       st.integers(0, size - 1),
@@ -209,7 +216,9 @@ def _invalid_option(name: str, order: int) -> st.SearchStrategy:
     "num_projections": st.sampled_from(
       [0, -1, True, 1.5, "2", None, 2**40, np.float64(2.0)]
     ),
-    "loss_weights": _per_term_invalid(order, _WEIGHT, _BAD_WEIGHT),
+    "loss_weights": _per_term_invalid(
+      order, _WEIGHT, _BAD_WEIGHT, default=None
+    ),
     "losses": _per_term_invalid(order, _LOSS, _BAD_LOSS),
     "output_transform": st.sampled_from(
       ["tanh", "", 3, ["softmax"], {}, {"softmax": 1}, b"softmax"]
