@@ -35,7 +35,7 @@ from typing import List
 from absl import flags
 
 from launch import common
-from launch import loop
+from launch import files
 from sobolev_tf.tasks import a2c
 from sobolev_tf.tasks import atari_env
 
@@ -80,8 +80,7 @@ common.check_flag(FLAGS, "game", atari_env.check_game)
 def main(argv: List[str]) -> None:
   """Trains, evaluates and exports the teacher."""
   del argv
-  workdir = _COMMON["workdir"].value
-  strategy = common.setup(_COMMON)
+  context = common.setup(_COMMON)
   task = a2c.TeacherTask(
     _GAME.value,
     _FRAMES.value,
@@ -89,34 +88,28 @@ def main(argv: List[str]) -> None:
     seed=_SEED.value,
     eval_episodes=_EVAL_EPISODES.value,
   )
-  task.check_strategy(strategy)
-  common.write_config(workdir, FLAGS, replicas=strategy.num_replicas_in_sync)
-  (record,) = loop.run_sweep(
-    workdir,
-    strategy,
+  task.check_strategy(context.strategy)
+  context.write_config(FLAGS)
+  (record,) = context.run_sweep(
     [task],
-    loop.Settings(
-      steps_per_execution=_COMMON["steps_per_execution"].value,
-      checkpoints_per_run=_COMMON["checkpoints_per_run"].value,
-    ),
     lambda r: (
       f"teacher {r['teacher_mean']:.1f} ± {r['teacher_std']:.1f}, "
       f"random {r['random_mean']:.1f} ± {r['random_std']:.1f}"
     ),
   )
-  table = common.markdown_table(
+  table = files.markdown_table(
     ["game", "frames", "teacher score", "random score", "games"],
     [
       [
         record["game"],
         record["frames"],
-        common.mean_std_cell(record["scores"]["teacher"]),
-        common.mean_std_cell(record["scores"]["random"]),
+        files.mean_std_cell(record["scores"]["teacher"]),
+        files.mean_std_cell(record["scores"]["random"]),
         len(record["scores"]["teacher"]),
       ]
     ],
   )
-  common.write_file(os.path.join(workdir, "table.md"), table)
+  files.write_file(os.path.join(context.workdir, "table.md"), table)
   print(table)
   print(json.dumps({k: v for k, v in record.items() if k != "scores"}))
 
