@@ -31,19 +31,18 @@ from sobolev_tf import config as config_lib
 from sobolev_tf import distribute_utils
 from sobolev_tf.tasks import base
 
-# What a table of integer flags holds: name, default and help of each.
-IntegerSpecs = Sequence[Tuple[str, int, str]]
+# A table of integer flags: the name, default, least value and help of each.
+IntegerSpecs = Sequence[Tuple[str, int, int, str]]
 
 
 def define_integers(
-  flag_values: flags.FlagValues, lower_bound: int, specs: IntegerSpecs
+  flag_values: flags.FlagValues, specs: IntegerSpecs
 ) -> Dict[str, flags.FlagHolder]:
-  """Defines one integer flag, at least `lower_bound`, per row of `specs`.
+  """Defines one integer flag per row of `specs`, on `flag_values`.
 
   Args:
     flag_values: the launcher's `FLAGS`.
-    lower_bound: the least value of every flag.
-    specs: `(name, default, help)` of each flag.
+    specs: `(name, default, lower_bound, help)` of each flag.
 
   Returns:
     The flag holders, keyed by flag name.
@@ -52,7 +51,7 @@ def define_integers(
     name: flags.DEFINE_integer(
       name, default, help_text, lower_bound=lower_bound, flag_values=flag_values
     )
-    for name, default, help_text in specs
+    for name, default, lower_bound, help_text in specs
   }
 
 
@@ -79,17 +78,27 @@ def define_common_flags(
     **_define_placement_flags(flag_values),
     **define_integers(
       flag_values,
-      1,
       (
+        ("num_gpus", 0, 0, "GPUs for one_device/mirrored; 0 uses the CPU(s)."),
+        (
+          "cpu_devices",
+          0,
+          0,
+          "Split the CPU into this many logical devices, so that "
+          "--strategy=mirrored has several replicas without GPUs; 0 keeps "
+          "one.",
+        ),
         (
           "steps_per_execution",
           steps_per_execution,
+          1,
           "Training steps per execution (Keras's name): per tf.function call "
           "for tf.data tasks; logs and TensorBoard points come after each.",
         ),
         (
           "checkpoints_per_run",
           checkpoints_per_run,
+          1,
           "Checkpoints written over each run (evenly spaced, the last at its "
           "end); a killed run resumes from the latest.",
         ),
@@ -101,21 +110,8 @@ def define_common_flags(
 def _define_placement_flags(
   flag_values: flags.FlagValues,
 ) -> Dict[str, flags.FlagHolder]:
-  """`--workdir` and where the launcher runs: strategy, devices, determinism."""
+  """`--workdir` and where it runs: strategy, TPU, determinism."""
   define = dict(flag_values=flag_values)
-  devices = define_integers(
-    flag_values,
-    0,
-    (
-      ("num_gpus", 0, "GPUs for one_device/mirrored; 0 uses the CPU(s)."),
-      (
-        "cpu_devices",
-        0,
-        "Split the CPU into this many logical devices, so that "
-        "--strategy=mirrored has several replicas without GPUs; 0 keeps one.",
-      ),
-    ),
-  )
   return {
     "workdir": flags.DEFINE_string(
       "workdir",
@@ -136,7 +132,6 @@ def _define_placement_flags(
     "tpu": flags.DEFINE_string(
       "tpu", "", "TPU name or address for --strategy=tpu.", **define
     ),
-    **devices,
     "deterministic": flags.DEFINE_bool(
       "deterministic",
       False,
@@ -171,11 +166,10 @@ def define_sweep_flags(
   """
   holders = define_integers(
     flag_values,
-    1,
     (
-      ("seeds", 3, "Seeds per cell of the sweep: 0 .. seeds - 1."),
-      ("steps", steps, "Training steps per run."),
-      ("batch_size", batch_size, "Global batch size."),
+      ("seeds", 3, 1, "Seeds per cell of the sweep: 0 .. seeds - 1."),
+      ("steps", steps, 1, "Training steps per run."),
+      ("batch_size", batch_size, 1, "Global batch size."),
     ),
   )
   holders["learning_rate"] = flags.DEFINE_float(

@@ -65,15 +65,19 @@ _TEACHER = flags.DEFINE_string(
   required=True,
   flag_values=FLAGS,
 )
-_NUM_STATES = flags.DEFINE_integer(
-  "num_states",
-  10_000,
-  "States to record (the paper recorded 100,000).",
-  lower_bound=1,
-  flag_values=FLAGS,
-)
-_NUM_ENVS = flags.DEFINE_integer(
-  "num_envs", 16, "Environments to record.", lower_bound=1, flag_values=FLAGS
+# Name, default, least value and help.
+_COUNTS = common.define_integers(
+  FLAGS,
+  (
+    ("num_states", 10_000, 1, "States to record (the paper recorded 100,000)."),
+    ("num_envs", 16, 1, "Environments to record."),
+    (
+      "play_episodes",
+      10,
+      0,
+      "Episodes each student, the teacher and random play (0: no play).",
+    ),
+  ),
 )
 _TEST_FRACTION = flags.DEFINE_float(
   "test_fraction",
@@ -104,13 +108,6 @@ _TERMS = common.define_balance_flags(
   terms="the KL and the Sobolev term",
 )
 _EVAL_EVERY = common.define_eval_every_flag(FLAGS, 200)
-_PLAY_EPISODES = flags.DEFINE_integer(
-  "play_episodes",
-  10,
-  "Episodes each student, the teacher and random play (0: no play).",
-  lower_bound=0,
-  flag_values=FLAGS,
-)
 _COMMON = common.define_common_flags(FLAGS)
 
 _PLAY_SEED = 1  # Seed of the played games' starts, shared by every player.
@@ -151,13 +148,13 @@ def recording(
   path = os.path.join(context.workdir, "recording.npz")
   if context.chief and not tf.io.gfile.exists(path):
     env = atari_env.make_atari_env(
-      _GAME.value, _NUM_ENVS.value, seed=_RECORD_SEED
+      _GAME.value, _COUNTS["num_envs"].value, seed=_RECORD_SEED
     )
     logits_fn = tf.function(teacher.policy_logits)
     data = distillation.record(
       lambda frames: logits_fn(frames).numpy(),
       env,
-      _NUM_STATES.value,
+      _COUNTS["num_states"].value,
       seed=_RECORD_SEED,
     )
     env.close()
@@ -178,7 +175,7 @@ def play_reference(
     return json.loads(files.read_file(path))
   reference = {
     who: distillation.play_scores(
-      logits_fn, _GAME.value, _PLAY_EPISODES.value, _PLAY_SEED
+      logits_fn, _GAME.value, _COUNTS["play_episodes"].value, _PLAY_SEED
     )
     for who, logits_fn in (
       ("teacher", tf.function(teacher.policy_logits)),
@@ -202,7 +199,7 @@ def sweep_configs() -> List[distillation.RunConfig]:
       learning_rate=_SWEEP["learning_rate"].value,
       derivative_weight=_TERMS["derivative_weight"].value,
       balance=_TERMS["balance"].value,
-      play_episodes=_PLAY_EPISODES.value,
+      play_episodes=_COUNTS["play_episodes"].value,
       play_seed=_PLAY_SEED,
     )
     for fraction in _FRACTIONS.value
@@ -323,7 +320,8 @@ def main(argv: List[str]) -> None:
   if not context.chief:
     return
   workdir = context.workdir
-  reference = play_reference(workdir, teacher) if _PLAY_EPISODES.value else {}
+  play = _COUNTS["play_episodes"].value
+  reference = play_reference(workdir, teacher) if play else {}
   table = markdown_table(records, reference)
   files.write_file(os.path.join(workdir, "table.md"), table)
   figure4(records, os.path.join(workdir, "figure4.png"))

@@ -52,12 +52,13 @@ _DATASET = flags.DEFINE_enum(
 _VARIANTS = common.define_choices_flag(
   FLAGS, "variants", sg.VARIANTS, sg.VARIANTS, "Variants"
 )
-_NUM_MODULES = flags.DEFINE_integer(
-  "num_modules",
-  3,
-  "Split points, each with an SG module.",
-  lower_bound=1,
-  flag_values=FLAGS,
+# Name, default, least value and help.
+_MODULES = common.define_integers(
+  FLAGS,
+  (
+    ("num_modules", 3, 1, "Split points, each with an SG module."),
+    ("warmup_steps", 0, 0, "Steps the SG modules train before they are used."),
+  ),
 )
 _SWEEP = common.define_sweep_flags(
   FLAGS,
@@ -78,13 +79,6 @@ _TERMS = common.define_balance_flags(
   "with --balance=target_scale, relative to the true gradients' scale.",
   terms="the SG modules' value and gradient terms",
   balance_note="none with --gradient_weight=100 is the earlier setting",
-)
-_WARMUP_STEPS = flags.DEFINE_integer(
-  "warmup_steps",
-  0,
-  "Steps the SG modules train before they are used.",
-  lower_bound=0,
-  flag_values=FLAGS,
 )
 _ARCHITECTURE = flags.DEFINE_enum(
   "architecture",
@@ -140,7 +134,7 @@ def sweep_tasks() -> List[sg.SyntheticGradientsTask]:
     sg.SyntheticGradientsTask(
       sg.Config(
         variant=variant,
-        num_modules=_NUM_MODULES.value,
+        num_modules=_MODULES["num_modules"].value,
         architecture=_ARCHITECTURE.value,
         num_classes=image_data.NUM_CLASSES[_DATASET.value],
         channels=tuple(int(c) for c in _CHANNELS.value),
@@ -150,7 +144,7 @@ def sweep_tasks() -> List[sg.SyntheticGradientsTask]:
         sg_learning_rate=_SG_LEARNING_RATE.value,
         gradient_weight=_TERMS["gradient_weight"].value,
         balance=_TERMS["balance"].value,
-        warmup_steps=_WARMUP_STEPS.value,
+        warmup_steps=_MODULES["warmup_steps"].value,
       ),
       dataset=_DATASET.value,
       seed=seed,

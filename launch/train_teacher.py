@@ -46,29 +46,15 @@ _GAME = flags.DEFINE_string(
   "ALE game: pong, breakout, space_invaders, ...",
   flag_values=FLAGS,
 )
-_FRAMES = flags.DEFINE_integer(
-  "frames",
-  10_000_000,
-  "Game frames to train.",
-  lower_bound=1,
-  flag_values=FLAGS,
-)
-_NUM_ENVS = flags.DEFINE_integer(
-  "num_envs", 16, "Environments.", lower_bound=1, flag_values=FLAGS
-)
-_SEED = flags.DEFINE_integer(
-  "seed",
-  0,
-  "Seed of the initial weights, environments and actions.",
-  lower_bound=0,
-  flag_values=FLAGS,
-)
-_EVAL_EPISODES = flags.DEFINE_integer(
-  "eval_episodes",
-  10,
-  "Games played by the teacher and by random play.",
-  lower_bound=1,
-  flag_values=FLAGS,
+# Name, default, least value and help.
+_RUN = common.define_integers(
+  FLAGS,
+  (
+    ("frames", 10_000_000, 1, "Game frames to train."),
+    ("num_envs", 16, 1, "Environments."),
+    ("seed", 0, 0, "Seed of the initial weights, environments and actions."),
+    ("eval_episodes", 10, 1, "Games played by the teacher and by random play."),
+  ),
 )
 _COMMON = common.define_common_flags(
   FLAGS, steps_per_execution=100, checkpoints_per_run=16
@@ -83,10 +69,10 @@ def main(argv: List[str]) -> None:
   context = common.setup(_COMMON)
   task = a2c.TeacherTask(
     _GAME.value,
-    _FRAMES.value,
-    a2c.Config(num_envs=_NUM_ENVS.value),
-    seed=_SEED.value,
-    eval_episodes=_EVAL_EPISODES.value,
+    _RUN["frames"].value,
+    a2c.Config(num_envs=_RUN["num_envs"].value),
+    seed=_RUN["seed"].value,
+    eval_episodes=_RUN["eval_episodes"].value,
   )
   task.check_strategy(context.strategy)
   context.write_config(FLAGS)
