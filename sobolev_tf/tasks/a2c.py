@@ -321,7 +321,7 @@ class TeacherTask(base.HostTask):
       "game": self.game,
       "frames": self.num_steps * self.config.frames_per_update,
       "seed": self.seed,
-      **dataclasses.asdict(self.config),
+      **base.config_hparams(self.config),
     }
 
   def build(self) -> None:
@@ -335,11 +335,6 @@ class TeacherTask(base.HostTask):
       trainable=False,
       name="actions",
     )
-
-  @property
-  def step_counter(self) -> tf.Variable:
-    """The number of updates."""
-    return self.learner.optimizer.iterations
 
   def checkpoint_items(self) -> Dict[str, Any]:
     """The network, the optimiser and the action log."""

@@ -349,11 +349,7 @@ class DistillationTask(base.DatasetTask):
 
   def hparams(self) -> Dict[str, base.HParamValue]:
     """Every setting of the run but the play seed."""
-    return {
-      key: value
-      for key, value in dataclasses.asdict(self.config).items()
-      if key != "play_seed"
-    }
+    return base.config_hparams(self.config, "play_seed")
 
   def record(self, metrics: Dict[str, float]) -> Dict[str, Any]:
     """The base record with the number of training states."""
@@ -373,11 +369,6 @@ class DistillationTask(base.DatasetTask):
       teacher,
       seed=self.config.seed,
     )
-
-  @property
-  def step_counter(self) -> tf.Variable:
-    """The student optimiser's step."""
-    return self.distiller.optimizer.iterations
 
   def checkpoint_items(self) -> Dict[str, Any]:
     """The student, its optimiser and the balance's statistics."""

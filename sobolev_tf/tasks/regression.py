@@ -445,11 +445,7 @@ class RegressionTask(base.DatasetTask):
 
   def hparams(self) -> Dict[str, base.HParamValue]:
     """Every setting of the run but the hidden sizes."""
-    return {
-      key: value
-      for key, value in dataclasses.asdict(self.config).items()
-      if key != "hidden_sizes"
-    }
+    return base.config_hparams(self.config, "hidden_sizes")
 
   def record(self, metrics: Dict[str, float]) -> Dict[str, Any]:
     """The base record with the hidden sizes."""
@@ -463,11 +459,6 @@ class RegressionTask(base.DatasetTask):
     self.model = build_model(self.config, self.function, self.y_train)
     self.model.compile(optimizer=build_optimizer(self.config))
     self.model.optimizer.build(self.model.trainable_variables)
-
-  @property
-  def step_counter(self) -> tf.Variable:
-    """The optimiser's step."""
-    return self.model.optimizer.iterations
 
   def checkpoint_items(self) -> Dict[str, Any]:
     """The model and the optimiser."""

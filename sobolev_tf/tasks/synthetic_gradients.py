@@ -533,22 +533,13 @@ class SyntheticGradientsTask(base.DatasetTask):
     base.check_global_batch(self.batch_size, strategy)
 
   def hparams(self) -> Dict[str, base.HParamValue]:
-    """Data set, variant, seed and the training settings."""
-    config = self.config
+    """Data set, seed, steps, batch size and the config but its shapes."""
     return {
       "dataset": self.dataset_name,
-      "variant": config.variant,
-      "num_modules": config.num_modules,
-      "architecture": config.architecture,
       "seed": self.seed,
       "steps": self.num_steps,
       "batch_size": self.batch_size,
-      "learning_rate": config.learning_rate,
-      "sg_learning_rate": config.sg_learning_rate,
-      "gradient_weight": config.gradient_weight,
-      "balance": config.balance,
-      "warmup_steps": config.warmup_steps,
-      "batch_norm": config.batch_norm,
+      **base.config_hparams(self.config, "num_classes", "channels", "strides"),
     }
 
   def build(self) -> None:
@@ -562,11 +553,6 @@ class SyntheticGradientsTask(base.DatasetTask):
     self.classifier = DecoupledClassifier(
       self.config, image_data.IMAGE_SHAPES[self.dataset_name]
     )
-
-  @property
-  def step_counter(self) -> tf.Variable:
-    """The classifier optimiser's step."""
-    return self.classifier.optimizer.iterations
 
   def checkpoint_items(self) -> Dict[str, Any]:
     """The modules and both optimisers."""
