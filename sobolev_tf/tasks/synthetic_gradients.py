@@ -40,6 +40,7 @@ import dataclasses
 from typing import Any
 from typing import Dict
 from typing import List
+from typing import NamedTuple
 from typing import Optional
 from typing import Tuple
 
@@ -164,6 +165,26 @@ def _accuracy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
   return tf.reduce_mean(
     tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float32)
   )
+
+
+class _ForwardPass(NamedTuple):
+  """A training forward pass through the stages, on a persistent tape.
+
+  Attributes:
+    tape: the tape that watched it.
+    inputs: every stage's input (detached where the stage is decoupled).
+    outputs: every stage's output; the last one is the logits.
+  """
+
+  tape: tf.GradientTape
+  inputs: List[tf.Tensor]
+  outputs: List[tf.Tensor]
+
+  def backprop(self, index: int, sources: Any, output_gradients: tf.Tensor):
+    """`output_gradients` at stage `index`'s output, carried to `sources`."""
+    return self.tape.gradient(
+      self.outputs[index], sources, output_gradients=output_gradients
+    )
 
 
 class DecoupledClassifier(snt.Module):
@@ -297,32 +318,30 @@ class DecoupledClassifier(snt.Module):
     """One step of every stage and every SG module; returns scalar logs."""
     images, labels = batch
     with tf.GradientTape(persistent=True) as tape:
-      inputs, outputs = self._forward(tape, images)
+      forward = self._forward(tape, images)
       losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels, outputs[-1]
+        labels, forward.outputs[-1]
       )  # [B]
       loss = tf.reduce_mean(losses) * distribute_utils.replica_scale()
     logs = {
       "loss": tf.reduce_mean(losses),
-      "accuracy": _accuracy(outputs[-1], labels),
+      "accuracy": _accuracy(forward.outputs[-1], labels),
     }
     variables = self.network.trainable_variables
     if self.config.variant == "backprop":
       self.optimizer.apply(tape.gradient(loss, variables), variables)
       return logs
     gradients, sg_gradients = self._decoupled_gradients(
-      tape, inputs, outputs, labels, losses, loss, logs
+      forward, labels, losses, loss, logs
     )
-    del tape
+    del tape, forward
     self.optimizer.apply([gradients[id(v)] for v in variables], variables)
     if sg_gradients:
       grads, sg_vars = zip(*sg_gradients, strict=True)
       self.sg_optimizer.apply(list(grads), list(sg_vars))
     return logs
 
-  def _forward(
-    self, tape: tf.GradientTape, images: tf.Tensor
-  ) -> Tuple[List[tf.Tensor], List[tf.Tensor]]:
+  def _forward(self, tape: tf.GradientTape, images: tf.Tensor) -> _ForwardPass:
     """Every stage's input and output; decoupled stages stop the gradient."""
     inputs, outputs = [], []
     h = images
@@ -332,14 +351,10 @@ class DecoupledClassifier(snt.Module):
       inputs.append(x)
       h = self._run(stage, x, True)
       outputs.append(h)
-    return inputs, outputs
+    return _ForwardPass(tape, inputs, outputs)
 
   def _true_gradients(
-    self,
-    tape: tf.GradientTape,
-    inputs: List[tf.Tensor],
-    outputs: List[tf.Tensor],
-    losses: tf.Tensor,
+    self, forward: _ForwardPass, losses: tf.Tensor
   ) -> List[tf.Tensor]:
     """The true per-example gradient at every split.
 
@@ -347,20 +362,16 @@ class DecoupledClassifier(snt.Module):
     targets and the cosines.
     """
     true_gradients = [None] * len(self.sg_modules)
-    upstream = tape.gradient(losses, inputs[-1])  # of their sum
+    upstream = forward.tape.gradient(losses, forward.inputs[-1])  # of their sum
     for index in reversed(range(len(self.sg_modules))):
       true_gradients[index] = upstream
       if index:
-        upstream = tape.gradient(
-          outputs[index], inputs[index], output_gradients=upstream
-        )
+        upstream = forward.backprop(index, forward.inputs[index], upstream)
     return true_gradients
 
   def _decoupled_gradients(
     self,
-    tape: tf.GradientTape,
-    inputs: List[tf.Tensor],
-    outputs: List[tf.Tensor],
+    forward: _ForwardPass,
     labels: tf.Tensor,
     losses: tf.Tensor,
     loss: tf.Tensor,
@@ -373,14 +384,18 @@ class DecoupledClassifier(snt.Module):
     stage below it, and gives the targets of the split below. Adds each
     split's SG loss and cosine to `logs`.
     """
-    true_gradients = self._true_gradients(tape, inputs, outputs, losses)
+    true_gradients = self._true_gradients(forward, losses)
     top_variables = _variables(self.stages[-1])
-    gradients = _by_id(top_variables, tape.gradient(loss, top_variables))
-    scale = self._synthetic_scale(tf.shape(labels)[0], outputs[-1].dtype)
+    gradients = _by_id(
+      top_variables, forward.tape.gradient(loss, top_variables)
+    )
+    scale = self._synthetic_scale(
+      tf.shape(labels)[0], forward.outputs[-1].dtype
+    )
     sg_gradients = []
     value_target, gradient_target = losses, true_gradients[-1]
     for index in reversed(range(len(self.sg_modules))):
-      h_split = tf.stop_gradient(outputs[index])
+      h_split = tf.stop_gradient(forward.outputs[index])
       synthetic = tf.zeros_like(h_split)
       if self.config.variant != "noprop":
         sg_loss, module_gradients, synthetic = self._train_sg_module(
@@ -390,8 +405,8 @@ class DecoupledClassifier(snt.Module):
         logs[f"sg_loss_{index}"] = sg_loss / distribute_utils.replica_scale()
         logs[f"cosine_{index}"] = _cosine(synthetic, true_gradients[index])
         if index:  # The signal this split sends down to the one below.
-          gradient_target = tape.gradient(
-            outputs[index], inputs[index], output_gradients=synthetic
+          gradient_target = forward.backprop(
+            index, forward.inputs[index], synthetic
           )
           if self.config.variant in ("critic", "sobolev"):
             value_target = self.sg_modules[index](h_split, labels)
@@ -399,9 +414,7 @@ class DecoupledClassifier(snt.Module):
       gradients.update(
         _by_id(
           stage_variables,
-          tape.gradient(
-            outputs[index], stage_variables, output_gradients=synthetic * scale
-          ),
+          forward.backprop(index, stage_variables, synthetic * scale),
         )
       )
     return gradients, sg_gradients
