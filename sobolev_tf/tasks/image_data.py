@@ -159,6 +159,43 @@ def _finish(
   )
 
 
+def _tfds_examples(
+  name: str,
+  split: str,
+  sizes: Dict[str, int],
+  training: bool,
+  data_dir: Optional[str],
+  read_config: tfds.ReadConfig,
+  **options,
+) -> tf.data.Dataset:
+  """The `(image, label)` examples of tfds dataset `name`, checked.
+
+  Args:
+    name: `cifar10` or `imagenet2012`.
+    split: a split of it, or a tfds slice.
+    sizes: the caller's batch size and other sizes, checked positive (after
+      the split).
+    training: shuffle the files.
+    data_dir: tfds data directory; tfds's default if `None`.
+    read_config: tfds's reading options, with the shuffle seed.
+    **options: further arguments of `tfds.load`.
+
+  Returns:
+    The examples, in file order unless `training`.
+  """
+  _check_split(name, split)
+  checks.positive_ints(**sizes)
+  return tfds.load(
+    name,
+    split=split,
+    data_dir=data_dir,
+    as_supervised=True,
+    shuffle_files=training,
+    read_config=read_config,
+    **options,
+  )
+
+
 def _cifar10_preprocess(image, label, seeds, training: bool):
   """Scales, pads 4, crops and flips (when training) and standardises."""
   image = tf.image.convert_image_dtype(image, tf.float32)  # [32, 32, 3]
@@ -196,15 +233,13 @@ def cifar10(
   Raises:
     ValueError: if `split` or `batch_size` is invalid.
   """
-  _check_split("cifar10", split)
-  checks.positive_ints(batch_size=batch_size)
-  dataset = tfds.load(
+  dataset = _tfds_examples(
     "cifar10",
-    split=split,
-    data_dir=data_dir,
-    as_supervised=True,
-    shuffle_files=training,
-    read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
+    split,
+    {"batch_size": batch_size},
+    training,
+    data_dir,
+    tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
   )
   # 50,000 uint8 images take 150 MB: keep them and shuffle all of them.
   preprocess = functools.partial(_cifar10_preprocess, training=training)
@@ -299,16 +334,14 @@ def imagenet2012(
   Raises:
     ValueError: if `split`, `batch_size` or `image_size` is invalid.
   """
-  _check_split("imagenet2012", split)
-  checks.positive_ints(batch_size=batch_size, image_size=image_size)
-  dataset = tfds.load(
+  dataset = _tfds_examples(
     "imagenet2012",
-    split=split,
-    data_dir=data_dir,
-    as_supervised=True,
-    shuffle_files=training,
+    split,
+    {"batch_size": batch_size, "image_size": image_size},
+    training,
+    data_dir,
+    tfds.ReadConfig(shuffle_seed=seed),
     decoders={"image": tfds.decode.SkipDecoding()},
-    read_config=tfds.ReadConfig(shuffle_seed=seed),
     download_and_prepare_kwargs={
       "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)
     },
