@@ -53,6 +53,7 @@ from sobolev_tf import checks  # noqa: E402
 from sobolev_tf.layers import atari  # noqa: E402
 from sobolev_tf.tasks import atari_env  # noqa: E402
 from sobolev_tf.tasks import distillation  # noqa: E402
+from sobolev_tf.tasks import distillation_task  # noqa: E402
 
 FLAGS = flags.FlagValues()
 _GAME = flags.DEFINE_string(
@@ -174,7 +175,7 @@ def play_reference(
   if tf.io.gfile.exists(path):
     return json.loads(files.read_file(path))
   reference = {
-    who: distillation.play_scores(
+    who: distillation_task.play_scores(
       logits_fn, _GAME.value, _COUNTS["play_episodes"].value, _PLAY_SEED
     )
     for who, logits_fn in (
@@ -186,10 +187,10 @@ def play_reference(
   return reference
 
 
-def sweep_configs() -> List[distillation.RunConfig]:
+def sweep_configs() -> List[distillation_task.RunConfig]:
   """Every run of the sweep the flags describe, in order (checked)."""
   return [
-    distillation.RunConfig(
+    distillation_task.RunConfig(
       game=_GAME.value,
       fraction=float(fraction),
       method=method,
@@ -299,14 +300,14 @@ def main(argv: List[str]) -> None:
   train, test = distillation.split_by_episode(
     data["episodes"], _TEST_FRACTION.value, seed=_SPLIT_SEED
   )
-  states = distillation.Recording(
+  states = distillation_task.Recording(
     frames=tf.convert_to_tensor(data["frames"]),
     logits=data["logits"],
     train=train,
     test=test,
   )
   tasks = [
-    distillation.DistillationTask(config, _TEACHER.value, states)
+    distillation_task.DistillationTask(config, _TEACHER.value, states)
     for config in configs
   ]
   records = context.run_sweep(

@@ -52,6 +52,7 @@ from launch import common
 from launch import regression_report
 from sobolev_tf.tasks import functions
 from sobolev_tf.tasks import regression
+from sobolev_tf.tasks import regression_task
 
 FLAGS = flags.FlagValues()
 _FUNCTIONS = flags.DEFINE_list(
@@ -232,7 +233,7 @@ def main(argv: List[str]) -> None:
   del argv
   context = common.setup(_COMMON)
   configs = sweep_configs()
-  tasks = [regression.RegressionTask(config) for config in configs]
+  tasks = [regression_task.RegressionTask(config) for config in configs]
   context.write_config(
     FLAGS,
     num_runs=len(configs),

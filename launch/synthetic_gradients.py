@@ -44,6 +44,7 @@ from launch import common
 from launch import files
 from sobolev_tf.tasks import image_data
 from sobolev_tf.tasks import synthetic_gradients as sg
+from sobolev_tf.tasks import synthetic_gradients_task as sg_task
 
 FLAGS = flags.FlagValues()
 _DATASET = flags.DEFINE_enum(
@@ -128,10 +129,10 @@ def _loader_kwargs() -> Dict[str, Any]:
   )
 
 
-def sweep_tasks() -> List[sg.SyntheticGradientsTask]:
+def sweep_tasks() -> List[sg_task.SyntheticGradientsTask]:
   """Every run of the sweep the flags describe, in order (checked)."""
   return [
-    sg.SyntheticGradientsTask(
+    sg_task.SyntheticGradientsTask(
       sg.Config(
         variant=variant,
         num_modules=_MODULES["num_modules"].value,

@@ -37,6 +37,7 @@ from absl import flags
 from launch import common
 from launch import files
 from sobolev_tf.tasks import a2c
+from sobolev_tf.tasks import a2c_task
 from sobolev_tf.tasks import atari_env
 
 FLAGS = flags.FlagValues()
@@ -67,7 +68,7 @@ def main(argv: List[str]) -> None:
   """Trains, evaluates and exports the teacher."""
   del argv
   context = common.setup(_COMMON)
-  task = a2c.TeacherTask(
+  task = a2c_task.TeacherTask(
     _GAME.value,
     _RUN["frames"].value,
     a2c.Config(num_envs=_RUN["num_envs"].value),

@@ -16,6 +16,7 @@ from launch import common
 from launch import loop
 from launch import strategies
 from sobolev_tf.tasks import regression
+from sobolev_tf.tasks import regression_task
 
 FLAGS = flags.FlagValues()
 _STEPS = flags.DEFINE_integer("steps", 60, "Training steps.", flag_values=FLAGS)
@@ -27,7 +28,7 @@ _COMMON = common.define_common_flags(
 def main(argv):
   del argv
   context = common.setup(_COMMON)
-  task = regression.RegressionTask(
+  task = regression_task.RegressionTask(
     regression.RunConfig(
       "booth", 2, 100, "sobolev", seed=0, steps=_STEPS.value, batch_size=8
     )

@@ -11,14 +11,16 @@ import tensorflow as tf
 from launch import loop
 from sobolev_tf import testing
 from sobolev_tf.tasks import a2c
+from sobolev_tf.tasks import a2c_task
 from sobolev_tf.tasks import regression
+from sobolev_tf.tasks import regression_task
 
 testing.configure_logical_cpus(2)
 
 
 def _regression(steps=30, stop_at=None):
   """The Booth regression task; `stop_at` ends it early, as a kill would."""
-  task = regression.RegressionTask(
+  task = regression_task.RegressionTask(
     regression.RunConfig(
       "booth", 2, 24, "sobolev", seed=0, steps=steps, batch_size=8, test_size=50
     )
@@ -133,7 +135,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
   def test_a_host_task_resumes_exactly(self):
     def teacher(num_updates):
       config = a2c.Config(num_envs=2)
-      task = a2c.TeacherTask(
+      task = a2c_task.TeacherTask(
         "fake",
         6 * config.frames_per_update,
         config,
