@@ -1,10 +1,12 @@
-"""What every launcher shares: its flags, their checks, the strategy.
+"""What every launcher shares: its flags, the strategy, the sweep.
 
 A launcher defines its flags on its own `FLAGS = flags.FlagValues()` (so
 that several launchers can be imported into one process, as the tests do),
 adds `define_common_flags(FLAGS)` and the shared flags it takes
 (`define_sweep_flags`, `define_balance_flags`, `define_choices_flag`,
-`define_eval_every_flag`), and ends with `run_main(main, FLAGS)`. Its
+`define_eval_every_flag`; its own integer flags through `define_integers`),
+checks the rest with `launch.flag_checks`, and ends with
+`run_main(main, FLAGS)`. Its
 `main` calls `setup` (devices and strategy), whose `LaunchContext` writes
 the config (every flag, to `<workdir>/config.json`) and runs the sweep
 (`launch.loop.run_sweep`, which keeps finished runs in a
@@ -25,6 +27,7 @@ import keras
 import tensorflow as tf
 
 from launch import files
+from launch import flag_checks
 from launch import loop
 from launch import strategies
 from sobolev_tf import config as config_lib
@@ -175,7 +178,9 @@ def define_sweep_flags(
   holders["learning_rate"] = flags.DEFINE_float(
     "learning_rate", 1e-3, learning_rate_help, flag_values=flag_values
   )
-  check_flag(flag_values, "learning_rate", positive_number)
+  flag_checks.check_flag(
+    flag_values, "learning_rate", flag_checks.positive_number
+  )
   return holders
 
 
@@ -247,7 +252,9 @@ def define_choices_flag(
     f"{what}, among {list(choices)}.",
     flag_values=flag_values,
   )
-  check_list_flag(flag_values, name, lambda value: one_of(value, choices))
+  flag_checks.check_list_flag(
+    flag_values, name, lambda value: flag_checks.one_of(value, choices)
+  )
   return holder
 
 
@@ -279,67 +286,6 @@ def run_main(main: Callable[[List[str]], Any], flag_values: flags.FlagValues):
     return main(argv)
 
   app.run(parsed_main)
-
-
-def check_flag(
-  flag_values: flags.FlagValues, name: str, check: Callable[[Any], Any]
-) -> None:
-  """Makes `check(value)` a validator of flag `name`, run when flags parse.
-
-  Args:
-    flag_values: the launcher's `FLAGS`.
-    name: the flag.
-    check: raises a `ValueError` for a bad value; its message follows
-      absl's `flag --name=value: `.
-  """
-
-  def validate(value: Any) -> bool:
-    try:
-      check(value)
-    except ValueError as error:
-      raise flags.ValidationError(str(error)) from None
-    return True
-
-  flags.register_validator(name, validate, flag_values=flag_values)
-
-
-def check_list_flag(
-  flag_values: flags.FlagValues, name: str, check_item: Callable[[str], Any]
-) -> None:
-  """`check_flag` for a list flag: not empty, and `check_item` on each item."""
-
-  def check(values: List[str]) -> None:
-    if not values:
-      raise ValueError("expected at least one value")
-    for value in values:
-      check_item(value)
-
-  check_flag(flag_values, name, check)
-
-
-def positive_int(text: str) -> int:
-  """`int(text)`, which must be at least 1, else a `ValueError`."""
-  try:
-    value = int(text)
-  except ValueError:
-    value = 0
-  if value < 1:
-    raise ValueError(f"expected positive integers, got {text!r}")
-  return value
-
-
-def positive_number(value: float) -> float:
-  """`value`, which must be above 0, else a `ValueError`."""
-  if not value > 0:
-    raise ValueError(f"expected a positive number, got {value!r}")
-  return value
-
-
-def one_of(value: str, choices: Sequence[str]) -> str:
-  """`value`, which must be among `choices`, else a `ValueError`."""
-  if value not in choices:
-    raise ValueError(f"expected values among {list(choices)}, got {value!r}")
-  return value
 
 
 @dataclasses.dataclass(frozen=True)

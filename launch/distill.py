@@ -48,6 +48,7 @@ import tensorflow as tf  # noqa: E402
 
 from launch import common  # noqa: E402
 from launch import files  # noqa: E402
+from launch import flag_checks  # noqa: E402
 from launch import strategies  # noqa: E402
 from sobolev_tf import checks  # noqa: E402
 from sobolev_tf.layers import atari  # noqa: E402
@@ -132,10 +133,10 @@ def _teacher_file(path: str) -> str:
   return path
 
 
-common.check_flag(FLAGS, "game", atari_env.check_game)
-common.check_flag(FLAGS, "teacher", _teacher_file)
-common.check_list_flag(FLAGS, "fractions", _fraction)
-common.check_flag(
+flag_checks.check_flag(FLAGS, "game", atari_env.check_game)
+flag_checks.check_flag(FLAGS, "teacher", _teacher_file)
+flag_checks.check_list_flag(FLAGS, "fractions", _fraction)
+flag_checks.check_flag(
   FLAGS,
   "test_fraction",
   lambda value: checks.fraction("test_fraction", value),

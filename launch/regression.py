@@ -49,6 +49,7 @@ import keras
 import tensorflow as tf
 
 from launch import common
+from launch import flag_checks
 from launch import regression_report
 from sobolev_tf.tasks import functions
 from sobolev_tf.tasks import regression
@@ -136,14 +137,14 @@ _COMMON = common.define_common_flags(FLAGS)
 def _function(spec: str) -> Tuple[str, int]:
   """`name` or `name:dim` to `(name, dim)`, checked by building it."""
   name, _, dim = spec.partition(":")
-  dim = common.positive_int(dim) if dim else 2
+  dim = flag_checks.positive_int(dim) if dim else 2
   functions.get_function(name, dim)  # Every domain has every name and dim.
   return name, dim
 
 
-common.check_list_flag(FLAGS, "functions", _function)
-common.check_list_flag(FLAGS, "train_sizes", common.positive_int)
-common.check_flag(FLAGS, "activation", keras.activations.get)
+flag_checks.check_list_flag(FLAGS, "functions", _function)
+flag_checks.check_list_flag(FLAGS, "train_sizes", flag_checks.positive_int)
+flag_checks.check_flag(FLAGS, "activation", keras.activations.get)
 
 
 def sweep_configs() -> List[regression.RunConfig]:

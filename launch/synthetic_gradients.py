@@ -42,6 +42,7 @@ import numpy as np
 
 from launch import common
 from launch import files
+from launch import flag_checks
 from sobolev_tf.tasks import image_data
 from sobolev_tf.tasks import synthetic_gradients as sg
 from sobolev_tf.tasks import synthetic_gradients_task as sg_task
@@ -114,9 +115,9 @@ _MANUAL_DIR = flags.DEFINE_string(
 )
 _COMMON = common.define_common_flags(FLAGS, steps_per_execution=100)
 
-common.check_list_flag(FLAGS, "channels", common.positive_int)
-common.check_list_flag(FLAGS, "strides", common.positive_int)
-common.check_flag(FLAGS, "sg_learning_rate", common.positive_number)
+flag_checks.check_list_flag(FLAGS, "channels", flag_checks.positive_int)
+flag_checks.check_list_flag(FLAGS, "strides", flag_checks.positive_int)
+flag_checks.check_flag(FLAGS, "sg_learning_rate", flag_checks.positive_number)
 
 
 def _loader_kwargs() -> Dict[str, Any]:

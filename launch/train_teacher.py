@@ -36,6 +36,7 @@ from absl import flags
 
 from launch import common
 from launch import files
+from launch import flag_checks
 from sobolev_tf.tasks import a2c
 from sobolev_tf.tasks import a2c_task
 from sobolev_tf.tasks import atari_env
@@ -61,7 +62,7 @@ _COMMON = common.define_common_flags(
   FLAGS, steps_per_execution=100, checkpoints_per_run=16
 )
 
-common.check_flag(FLAGS, "game", atari_env.check_game)
+flag_checks.check_flag(FLAGS, "game", atari_env.check_game)
 
 
 def main(argv: List[str]) -> None:

@@ -8,40 +8,6 @@ from launch import common
 from sobolev_tf import testing
 
 
-class FlagChecksTest(tf.test.TestCase, parameterized.TestCase):
-  def setUp(self):
-    super().setUp()
-    self.flag_values = flags.FlagValues()
-    flags.DEFINE_list("sizes", ["1"], "Sizes.", flag_values=self.flag_values)
-    flags.DEFINE_string("name", "a", "Name.", flag_values=self.flag_values)
-    flags.DEFINE_float("rate", 0.1, "Rate.", flag_values=self.flag_values)
-    common.check_list_flag(self.flag_values, "sizes", common.positive_int)
-    common.check_flag(
-      self.flag_values, "name", lambda v: common.one_of(v, ("a", "b"))
-    )
-    common.check_flag(self.flag_values, "rate", common.positive_number)
-
-  def test_good_values_parse(self):
-    testing.parse_flags(
-      self.flag_values, ["--sizes=1,20", "--name=b", "--rate=3"]
-    )
-    self.assertEqual(self.flag_values.sizes, ["1", "20"])
-
-  @parameterized.parameters(
-    (
-      "--sizes=1,0",
-      r"flag --sizes=\['1', '0'\]: expected positive integers, got '0'",
-    ),
-    ("--sizes=x", "got 'x'"),
-    ("--sizes=", "expected at least one value"),
-    ("--name=c", r"expected values among \['a', 'b'\], got 'c'"),
-    ("--rate=0", "flag --rate=0.0: expected a positive number, got 0.0"),
-  )
-  def test_bad_values_name_the_flag(self, argument, message):
-    with self.assertRaisesRegex(flags.IllegalFlagValueError, message):
-      testing.parse_flags(self.flag_values, [argument])
-
-
 class SharedFlagsTest(tf.test.TestCase, parameterized.TestCase):
   def setUp(self):
     super().setUp()
