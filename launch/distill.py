@@ -47,12 +47,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from launch import common  # noqa: E402
-from launch import loop  # noqa: E402
+from launch import files  # noqa: E402
+from launch import flag_checks  # noqa: E402
+from launch import strategies  # noqa: E402
 from sobolev_tf import checks  # noqa: E402
-from sobolev_tf import config as config_lib  # noqa: E402
 from sobolev_tf.layers import atari  # noqa: E402
 from sobolev_tf.tasks import atari_env  # noqa: E402
 from sobolev_tf.tasks import distillation  # noqa: E402
+from sobolev_tf.tasks import distillation_task  # noqa: E402
 
 FLAGS = flags.FlagValues()
 _GAME = flags.DEFINE_string(
@@ -65,15 +67,19 @@ _TEACHER = flags.DEFINE_string(
   required=True,
   flag_values=FLAGS,
 )
-_NUM_STATES = flags.DEFINE_integer(
-  "num_states",
-  10_000,
-  "States to record (the paper recorded 100,000).",
-  lower_bound=1,
-  flag_values=FLAGS,
-)
-_NUM_ENVS = flags.DEFINE_integer(
-  "num_envs", 16, "Environments to record.", lower_bound=1, flag_values=FLAGS
+# Name, default, least value and help.
+_COUNTS = common.define_integers(
+  FLAGS,
+  (
+    ("num_states", 10_000, 1, "States to record (the paper recorded 100,000)."),
+    ("num_envs", 16, 1, "Environments to record."),
+    (
+      "play_episodes",
+      10,
+      0,
+      "Episodes each student, the teacher and random play (0: no play).",
+    ),
+  ),
 )
 _TEST_FRACTION = flags.DEFINE_float(
   "test_fraction",
@@ -87,57 +93,23 @@ _FRACTIONS = flags.DEFINE_list(
   "Training fractions, each in (0, 1].",
   flag_values=FLAGS,
 )
-_METHODS = flags.DEFINE_list(
-  "methods",
-  list(distillation.METHODS),
-  f"Methods, among {list(distillation.METHODS)}.",
-  flag_values=FLAGS,
+_METHODS = common.define_choices_flag(
+  FLAGS, "methods", distillation.METHODS, distillation.METHODS, "Methods"
 )
-_SEEDS = flags.DEFINE_integer(
-  "seeds", 3, "Seeds per cell.", lower_bound=1, flag_values=FLAGS
+_SWEEP = common.define_sweep_flags(
+  FLAGS, steps=2000, batch_size=32, learning_rate_help="Adam step size."
 )
-_STEPS = flags.DEFINE_integer(
-  "steps", 2000, "Training steps per run.", lower_bound=1, flag_values=FLAGS
-)
-_BATCH_SIZE = flags.DEFINE_integer(
-  "batch_size", 32, "Global batch size.", lower_bound=1, flag_values=FLAGS
-)
-_LEARNING_RATE = flags.DEFINE_float(
-  "learning_rate", 1e-3, "Adam step size.", flag_values=FLAGS
-)
-_DERIVATIVE_WEIGHT = flags.DEFINE_float(
+_TERMS = common.define_balance_flags(
+  FLAGS,
   "derivative_weight",
-  1.0,
   "Weight of the Sobolev term. With --balance=target_scale the term is the "
   "error relative to the teacher's gradients (with respect to 0-255 pixel "
   "values, their mean square is ~1e-7), so 1 weighs it like the KL for any "
   "teacher; with --balance=none it is in raw units (the earlier default, "
   "1e6, docs/RESULTS.md).",
-  lower_bound=0.0,
-  flag_values=FLAGS,
+  terms="the KL and the Sobolev term",
 )
-_BALANCE = flags.DEFINE_enum(
-  "balance",
-  "target_scale",
-  list(config_lib.BALANCES),
-  "Balance between the KL and the Sobolev term (SobolevConfig.balance).",
-  flag_values=FLAGS,
-)
-_EVAL_EVERY = flags.DEFINE_integer(
-  "eval_every",
-  200,
-  "Steps between test evaluations (points of the learning curve); 0 "
-  "evaluates at the end only.",
-  lower_bound=0,
-  flag_values=FLAGS,
-)
-_PLAY_EPISODES = flags.DEFINE_integer(
-  "play_episodes",
-  10,
-  "Episodes each student, the teacher and random play (0: no play).",
-  lower_bound=0,
-  flag_values=FLAGS,
-)
+_EVAL_EVERY = common.define_eval_every_flag(FLAGS, 200)
 _COMMON = common.define_common_flags(FLAGS)
 
 _PLAY_SEED = 1  # Seed of the played games' starts, shared by every player.
@@ -161,14 +133,10 @@ def _teacher_file(path: str) -> str:
   return path
 
 
-common.check_flag(FLAGS, "game", atari_env.check_game)
-common.check_flag(FLAGS, "teacher", _teacher_file)
-common.check_list_flag(FLAGS, "fractions", _fraction)
-common.check_list_flag(
-  FLAGS, "methods", lambda name: common.one_of(name, distillation.METHODS)
-)
-common.check_flag(FLAGS, "learning_rate", common.positive_number)
-common.check_flag(
+flag_checks.check_flag(FLAGS, "game", atari_env.check_game)
+flag_checks.check_flag(FLAGS, "teacher", _teacher_file)
+flag_checks.check_list_flag(FLAGS, "fractions", _fraction)
+flag_checks.check_flag(
   FLAGS,
   "test_fraction",
   lambda value: checks.fraction("test_fraction", value),
@@ -176,27 +144,27 @@ common.check_flag(
 
 
 def recording(
-  workdir: str, teacher: atari.AtariTeacher, chief: bool, strategy
+  context: common.LaunchContext, teacher: atari.AtariTeacher
 ) -> Dict[str, np.ndarray]:
   """The recorded states, made once by the chief and kept in the workdir."""
-  path = os.path.join(workdir, "recording.npz")
-  if chief and not tf.io.gfile.exists(path):
+  path = os.path.join(context.workdir, "recording.npz")
+  if context.chief and not tf.io.gfile.exists(path):
     env = atari_env.make_atari_env(
-      _GAME.value, _NUM_ENVS.value, seed=_RECORD_SEED
+      _GAME.value, _COUNTS["num_envs"].value, seed=_RECORD_SEED
     )
     logits_fn = tf.function(teacher.policy_logits)
     data = distillation.record(
       lambda frames: logits_fn(frames).numpy(),
       env,
-      _NUM_STATES.value,
+      _COUNTS["num_states"].value,
       seed=_RECORD_SEED,
     )
     env.close()
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **data)
-    common.write_file(path, buffer.getvalue())
-  common.barrier(strategy)  # The other workers read the chief's.
-  with np.load(io.BytesIO(common.read_file(path)), allow_pickle=False) as saved:
+    files.write_file(path, buffer.getvalue())
+  strategies.barrier(context.strategy)  # The other workers read the chief's.
+  with np.load(io.BytesIO(files.read_file(path)), allow_pickle=False) as saved:
     return {key: saved[key] for key in saved.files}
 
 
@@ -206,39 +174,39 @@ def play_reference(
   """The teacher's and random play's scores, measured once per workdir."""
   path = os.path.join(workdir, "play_reference.json")
   if tf.io.gfile.exists(path):
-    return json.loads(common.read_file(path))
+    return json.loads(files.read_file(path))
   reference = {
-    who: distillation.play_scores(
-      logits_fn, _GAME.value, _PLAY_EPISODES.value, _PLAY_SEED
+    who: distillation_task.play_scores(
+      logits_fn, _GAME.value, _COUNTS["play_episodes"].value, _PLAY_SEED
     )
     for who, logits_fn in (
       ("teacher", tf.function(teacher.policy_logits)),
       ("random", None),
     )
   }
-  common.write_file(path, json.dumps(reference))
+  files.write_file(path, json.dumps(reference))
   return reference
 
 
-def sweep_configs() -> List[distillation.RunConfig]:
+def sweep_configs() -> List[distillation_task.RunConfig]:
   """Every run of the sweep the flags describe, in order (checked)."""
   return [
-    distillation.RunConfig(
+    distillation_task.RunConfig(
       game=_GAME.value,
       fraction=float(fraction),
       method=method,
       seed=seed,
-      steps=_STEPS.value,
-      batch_size=_BATCH_SIZE.value,
-      learning_rate=_LEARNING_RATE.value,
-      derivative_weight=_DERIVATIVE_WEIGHT.value,
-      balance=_BALANCE.value,
-      play_episodes=_PLAY_EPISODES.value,
+      steps=_SWEEP["steps"].value,
+      batch_size=_SWEEP["batch_size"].value,
+      learning_rate=_SWEEP["learning_rate"].value,
+      derivative_weight=_TERMS["derivative_weight"].value,
+      balance=_TERMS["balance"].value,
+      play_episodes=_COUNTS["play_episodes"].value,
       play_seed=_PLAY_SEED,
     )
     for fraction in _FRACTIONS.value
     for method in _METHODS.value
-    for seed in range(_SEEDS.value)
+    for seed in range(_SWEEP["seeds"].value)
   ]
 
 
@@ -274,17 +242,17 @@ def markdown_table(
           f"{fraction:g}",
           group[0]["train_states"],
           method,
-          common.mean_std_cell([100 * r["action_error"] for r in group]),
-          common.mean_std_cell([r["kl"] for r in group], digits=3),
-          common.mean_std_cell(
+          files.mean_std_cell([100 * r["action_error"] for r in group]),
+          files.mean_std_cell([r["kl"] for r in group], digits=3),
+          files.mean_std_cell(
             [np.mean(r["scores"]) for r in group if r["scores"]]
           ),
           len(group),
         ]
       )
   for who, scores in reference.items():
-    rows.append(["", "", who, "", "", common.mean_std_cell(scores), ""])
-  return common.markdown_table(header, rows)
+    rows.append(["", "", who, "", "", files.mean_std_cell(scores), ""])
+  return files.markdown_table(header, rows)
 
 
 def figure4(records: List[Dict[str, Any]], path: str) -> None:
@@ -316,55 +284,48 @@ def figure4(records: List[Dict[str, Any]], path: str) -> None:
   for ax in axes[1]:
     ax.set_xlabel("steps")
   figure.tight_layout()
-  common.save_figure(figure, path)
+  files.save_figure(figure, path)
   plt.close(figure)
 
 
 def main(argv: List[str]) -> None:
   """Records, distils every cell, writes the table and Figure 4."""
   del argv
-  workdir = _COMMON["workdir"].value
-  strategy = common.setup(_COMMON)
-  chief = common.is_chief(strategy)
+  context = common.setup(_COMMON)
   configs = sweep_configs()
   teacher = atari.load_teacher(
     _TEACHER.value, atari_env.num_actions(_GAME.value)
   )
-  if chief:
-    common.write_config(workdir, FLAGS, replicas=strategy.num_replicas_in_sync)
-  data = recording(workdir, teacher, chief, strategy)
+  context.write_config(FLAGS)
+  data = recording(context, teacher)
   train, test = distillation.split_by_episode(
     data["episodes"], _TEST_FRACTION.value, seed=_SPLIT_SEED
   )
-  states = distillation.Recording(
+  states = distillation_task.Recording(
     frames=tf.convert_to_tensor(data["frames"]),
     logits=data["logits"],
     train=train,
     test=test,
   )
   tasks = [
-    distillation.DistillationTask(config, _TEACHER.value, states)
+    distillation_task.DistillationTask(config, _TEACHER.value, states)
     for config in configs
   ]
-  records = loop.run_sweep(
-    workdir,
-    strategy,
+  records = context.run_sweep(
     tasks,
-    loop.Settings(
-      steps_per_execution=_COMMON["steps_per_execution"].value,
-      checkpoints_per_run=_COMMON["checkpoints_per_run"].value,
-      eval_every=_EVAL_EVERY.value,
-    ),
     lambda r: (
       f"test action error {100 * r['action_error']:.1f}%, KL {r['kl']:.3f}, "
-      f"game score {common.mean_std_cell(r['scores'])}"
+      f"game score {files.mean_std_cell(r['scores'])}"
     ),
+    eval_every=_EVAL_EVERY.value,
   )
-  if not chief:
+  if not context.chief:
     return
-  reference = play_reference(workdir, teacher) if _PLAY_EPISODES.value else {}
+  workdir = context.workdir
+  play = _COUNTS["play_episodes"].value
+  reference = play_reference(workdir, teacher) if play else {}
   table = markdown_table(records, reference)
-  common.write_file(os.path.join(workdir, "table.md"), table)
+  files.write_file(os.path.join(workdir, "table.md"), table)
   figure4(records, os.path.join(workdir, "figure4.png"))
   print(table)
   print(f"Figure: {workdir}/figure4.png\nResults: {workdir}/results.jsonl")

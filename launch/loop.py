@@ -7,8 +7,8 @@ whose record is not yet in `<workdir>/results.jsonl`; `run` trains one, in
 * `checkpoints/`: `tf.train.CheckpointManager` checkpoints, written in the
   pattern TensorFlow documents for several workers (every worker saves, the
   chief into this directory, the others into a scratch directory they
-  delete; every worker restores the chief's), and the evaluations made so
-  far. Deleted once the run's record is written.
+  delete; every worker restores the chief's: `launch.checkpoints`), and the
+  evaluations made so far. Deleted once the run's record is written.
 * `tensorboard/`: the chief's summaries: `train/<log>` after every
   execution of `--steps_per_execution` steps (with `train/steps_per_second`),
   `eval/<metric>` at every evaluation, the task's images at the end, and the
@@ -36,20 +36,20 @@ worker writes the same files, and it cannot drive environments.
 import dataclasses
 import json
 import os
-import re
 import time
 from typing import Any
 from typing import Callable
 from typing import Dict
 from typing import List
-from typing import Optional
 from typing import Sequence
 
 from absl import logging
 from tensorboard.plugins.hparams import api as hparams_api
 import tensorflow as tf
 
-from launch import common
+from launch import checkpoints
+from launch import files
+from launch import strategies
 from sobolev_tf import checks
 from sobolev_tf.tasks import base
 
@@ -83,89 +83,6 @@ class Settings:
     checks.non_negative_ints(eval_every=self.eval_every)
 
 
-def _checkpoint_paths(directory: str) -> List[str]:
-  """The complete checkpoints in `directory`, newest first."""
-  paths = []
-  for index in tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index")):
-    match = re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(index))
-    if match:
-      paths.append((int(match.group(1)), index[: -len(".index")]))
-  return [path for _, path in sorted(paths, reverse=True)]
-
-
-class Checkpointer:
-  """Saves and restores a `tf.train.Checkpoint` under any strategy.
-
-  Args:
-    checkpoint: what to save, e.g. `tf.train.Checkpoint(model=model)`.
-    directory: the checkpoint directory (the chief's).
-    chief: whether this task is the chief.
-    worker: this worker's index, names a non-chief's scratch directory.
-    max_to_keep: checkpoints kept in `directory`; with 2 or more, a corrupt
-      latest one falls back to the one before.
-  """
-
-  def __init__(
-    self,
-    checkpoint: tf.train.Checkpoint,
-    directory: str,
-    chief: bool = True,
-    worker: Optional[int] = None,
-    max_to_keep: int = 2,
-  ):
-    self.checkpoint = checkpoint
-    self.directory = directory
-    self._scratch = (
-      None if chief else os.path.join(directory, f"worker_{worker}_scratch")
-    )
-    self._manager = tf.train.CheckpointManager(
-      checkpoint, self._scratch or directory, max_to_keep=max_to_keep
-    )
-
-  def restore(self) -> Optional[str]:
-    """Restores the chief's latest readable checkpoint.
-
-    Checkpoints are tried newest first (found by their files, not by the
-    `checkpoint` state file, which a crash may have left stale): one that
-    fails to read is logged, by path, and the one before it is tried.
-
-    Returns:
-      The path restored, or `None` if the directory has no checkpoint.
-
-    Raises:
-      RuntimeError: if checkpoints exist and none of them can be read; the
-        message names each file and its error.
-    """
-    failures = []
-    for path in _checkpoint_paths(self.directory):
-      try:
-        self.checkpoint.restore(path).assert_existing_objects_matched()
-      # A damaged file raises anything from IndexError ("Read less bytes
-      # than requested") to DataLossError; every one is reported below.
-      except Exception as error:
-        message = str(error).strip().splitlines()[0]
-        logging.warning("Cannot read checkpoint %s: %s", path, message)
-        failures.append(f"{path}: {message}")
-        continue
-      if failures:
-        logging.warning("Restored the earlier checkpoint %s instead.", path)
-      logging.info("Restored %s", path)
-      return path
-    if failures:
-      raise RuntimeError(
-        "No checkpoint in "
-        f"{self.directory} can be read (delete the directory to start the "
-        "run again):\n" + "\n".join(failures)
-      )
-    return None
-
-  def save(self, step: int) -> None:
-    """Writes the checkpoint of `step` (a non-chief's is then deleted)."""
-    self._manager.save(checkpoint_number=step)
-    if self._scratch and tf.io.gfile.exists(self._scratch):
-      tf.io.gfile.rmtree(self._scratch)
-
-
 class _Evaluations:
   """The evaluations of a run so far, kept beside its checkpoints."""
 
@@ -177,7 +94,7 @@ class _Evaluations:
   def restore(self, step: int) -> None:
     """Keeps the points up to `step`, the step the run resumes from."""
     if tf.io.gfile.exists(self._path):
-      saved = json.loads(common.read_file(self._path))
+      saved = json.loads(files.read_file(self._path))
       self.points = [point for point in saved if point["step"] <= step]
 
   def add(self, point: Dict[str, float]) -> None:
@@ -185,7 +102,7 @@ class _Evaluations:
     self.points = [p for p in self.points if p["step"] != point["step"]]
     self.points.append(point)
     if self._chief:
-      common.write_file(self._path, json.dumps(self.points))
+      files.write_file(self._path, json.dumps(self.points))
 
 
 def _dataset_trainer(
@@ -266,16 +183,16 @@ class _Run:
   ):
     self.task = task
     self.settings = settings
-    self.chief = common.is_chief(strategy)
+    self.chief = strategies.is_chief(strategy)
     self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
-    self.checkpointer = Checkpointer(
+    self.checkpointer = checkpoints.Checkpointer(
       tf.train.Checkpoint(
         **task.checkpoint_items(), train_seconds=self.seconds
       ),
       checkpoint_dir,
       chief=self.chief,
-      worker=common.task_id(strategy),
+      worker=strategies.task_id(strategy),
     )
     self.checkpointer.restore()
     self.step = int(task.step_counter.numpy())
@@ -411,14 +328,8 @@ def run_sweep(
   Raises:
     ValueError: for repeated run ids, or a strategy a task cannot use.
   """
-  run_ids = [task.run_id for task in tasks]
-  repeated = sorted({r for r in run_ids if run_ids.count(r) > 1})
-  if repeated:
-    raise ValueError(f"Expected distinct run ids. Repeated: {repeated}")
-  for task in tasks:
-    task.check_strategy(strategy)
-  chief = common.is_chief(strategy)
-  store = common.ResultStore(os.path.join(workdir, "results.jsonl"))
+  _check_sweep(tasks, strategy)
+  store = files.ResultStore(os.path.join(workdir, "results.jsonl"))
   finished = store.finished()
   todo = [task for task in tasks if task.run_id not in finished]
   logging.info(
@@ -427,15 +338,13 @@ def run_sweep(
     len(tasks) - len(todo),
     len(todo),
   )
+  chief = strategies.is_chief(strategy)
   start = time.perf_counter()
   for index, task in enumerate(todo):
     run_dir = os.path.join(workdir, "runs", task.run_id)
     record = run(task, strategy, run_dir, settings)
     if chief:
-      store.add(record)
-      checkpoint_dir = os.path.join(run_dir, "checkpoints")
-      if tf.io.gfile.exists(checkpoint_dir):
-        tf.io.gfile.rmtree(checkpoint_dir)
+      _store(record, store, run_dir)
     elapsed = time.perf_counter() - start
     logging.info(
       "[%d/%d] %s: %s (%.1fs; ~%.0fs left)",
@@ -446,4 +355,27 @@ def run_sweep(
       record["train_seconds"],
       elapsed / (index + 1) * (len(todo) - index - 1),
     )
-  return [r for r in store.records() if r["run_id"] in set(run_ids)]
+  run_ids = {task.run_id for task in tasks}
+  return [r for r in store.records() if r["run_id"] in run_ids]
+
+
+def _check_sweep(
+  tasks: Sequence[base.Task], strategy: tf.distribute.Strategy
+) -> None:
+  """Raises a `ValueError` for repeated run ids or a strategy refused."""
+  run_ids = [task.run_id for task in tasks]
+  repeated = sorted({r for r in run_ids if run_ids.count(r) > 1})
+  if repeated:
+    raise ValueError(f"Expected distinct run ids. Repeated: {repeated}")
+  for task in tasks:
+    task.check_strategy(strategy)
+
+
+def _store(
+  record: Dict[str, Any], store: files.ResultStore, run_dir: str
+) -> None:
+  """Adds a finished run's record, then deletes the run's checkpoints."""
+  store.add(record)
+  checkpoint_dir = os.path.join(run_dir, "checkpoints")
+  if tf.io.gfile.exists(checkpoint_dir):
+    tf.io.gfile.rmtree(checkpoint_dir)

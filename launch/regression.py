@@ -49,11 +49,11 @@ import keras
 import tensorflow as tf
 
 from launch import common
-from launch import loop
+from launch import flag_checks
 from launch import regression_report
-from sobolev_tf import config as config_lib
 from sobolev_tf.tasks import functions
 from sobolev_tf.tasks import regression
+from sobolev_tf.tasks import regression_task
 
 FLAGS = flags.FlagValues()
 _FUNCTIONS = flags.DEFINE_list(
@@ -65,40 +65,28 @@ _FUNCTIONS = flags.DEFINE_list(
 _TRAIN_SIZES = flags.DEFINE_list(
   "train_sizes", ["20", "100"], "Training set sizes.", flag_values=FLAGS
 )
-_METHODS = flags.DEFINE_list(
+_METHODS = common.define_choices_flag(
+  FLAGS,
   "methods",
   ["regular", "sobolev"],
-  f"Training methods, among {list(regression.METHODS)}.",
-  flag_values=FLAGS,
+  regression.METHODS,
+  "Training methods",
 )
-_SEEDS = flags.DEFINE_integer(
-  "seeds",
-  3,
-  "Seeds per cell: 0 .. seeds - 1.",
-  lower_bound=1,
-  flag_values=FLAGS,
-)
-_STEPS = flags.DEFINE_integer(
-  "steps", 2000, "Adam steps per run.", lower_bound=1, flag_values=FLAGS
-)
-_BATCH_SIZE = flags.DEFINE_integer(
-  "batch_size", 32, "Global batch size.", lower_bound=1, flag_values=FLAGS
-)
-_LEARNING_RATE = flags.DEFINE_float(
-  "learning_rate",
-  1e-3,
-  "Initial Adam step size (cosine decay to 0).",
-  flag_values=FLAGS,
+_SWEEP = common.define_sweep_flags(
+  FLAGS,
+  steps=2000,
+  batch_size=32,
+  learning_rate_help="Initial Adam step size (cosine decay to 0).",
 )
 _ACTIVATION = flags.DEFINE_string(
   "activation", "relu", "Hidden activation.", flag_values=FLAGS
 )
-_DERIVATIVE_WEIGHT = flags.DEFINE_float(
+_TERMS = common.define_balance_flags(
+  FLAGS,
   "derivative_weight",
-  1.0,
   "Multiplies the derivative terms' weights; 1 keeps the paper's balance.",
-  lower_bound=0.0,
-  flag_values=FLAGS,
+  terms="the value and derivative terms",
+  balance_note="none is the plain sum over the value variance",
 )
 _DOMAIN = flags.DEFINE_enum(
   "domain",
@@ -106,14 +94,6 @@ _DOMAIN = flags.DEFINE_enum(
   list(functions.DOMAINS),
   "The functions' boxes: the paper's supplementary material's, or "
   "Surjanovic and Bingham's (functions.py).",
-  flag_values=FLAGS,
-)
-_BALANCE = flags.DEFINE_enum(
-  "balance",
-  "target_scale",
-  list(config_lib.BALANCES),
-  "Balance between the value and derivative terms (SobolevConfig.balance); "
-  "none is the plain sum over the value variance.",
   flag_values=FLAGS,
 )
 _GRADIENT_LOSS = flags.DEFINE_enum(
@@ -124,62 +104,56 @@ _GRADIENT_LOSS = flags.DEFINE_enum(
   "paper's) or averaged (Keras's MSE).",
   flag_values=FLAGS,
 )
-_EVAL_EVERY = flags.DEFINE_integer(
-  "eval_every",
-  0,
-  "Steps between test evaluations (points of each record's curve and of "
-  "TensorBoard's eval/ scalars); 0 evaluates at the end only.",
-  lower_bound=0,
-  flag_values=FLAGS,
-)
+_EVAL_EVERY = common.define_eval_every_flag(FLAGS, 0)
 _TEST_SIZE = flags.DEFINE_integer(
   "test_size", 10_000, "Held-out points.", lower_bound=1, flag_values=FLAGS
 )
 _JIT_COMPILE = flags.DEFINE_bool(
   "jit_compile", False, "Compile the training step with XLA.", flag_values=FLAGS
 )
-_QUICK = flags.DEFINE_bool(
-  "quick",
-  False,
-  "The make-demo sweep: 20 and 100 points, 3 seeds, 1000 steps; overrides "
-  "--train_sizes, --seeds and --steps.",
-  flag_values=FLAGS,
-)
-_FULL_GRID = flags.DEFINE_bool(
-  "full_grid",
-  False,
-  "The paper's grid: 20, 100 and 10,000 points, 5 seeds, 2000 steps; "
-  "overrides --train_sizes, --seeds and --steps.",
-  flag_values=FLAGS,
-)
+# The preset sweeps: each overrides --train_sizes, --seeds and --steps.
+_PRESETS = {
+  "quick": (
+    "The make-demo sweep: 20 and 100 points, 3 seeds, 1000 steps",
+    ([20, 100], 3, 1000),
+  ),
+  "full_grid": (
+    "The paper's grid: 20, 100 and 10,000 points, 5 seeds, 2000 steps",
+    ([20, 100, 10_000], 5, 2000),
+  ),
+}
+_PRESET_FLAGS = {
+  name: flags.DEFINE_bool(
+    name,
+    False,
+    f"{description}; overrides --train_sizes, --seeds and --steps.",
+    flag_values=FLAGS,
+  )
+  for name, (description, _) in _PRESETS.items()
+}
 _COMMON = common.define_common_flags(FLAGS)
 
 
 def _function(spec: str) -> Tuple[str, int]:
   """`name` or `name:dim` to `(name, dim)`, checked by building it."""
   name, _, dim = spec.partition(":")
-  dim = common.positive_int(dim) if dim else 2
+  dim = flag_checks.positive_int(dim) if dim else 2
   functions.get_function(name, dim)  # Every domain has every name and dim.
   return name, dim
 
 
-common.check_list_flag(FLAGS, "functions", _function)
-common.check_list_flag(FLAGS, "train_sizes", common.positive_int)
-common.check_list_flag(
-  FLAGS, "methods", lambda name: common.one_of(name, regression.METHODS)
-)
-common.check_flag(FLAGS, "learning_rate", common.positive_number)
-common.check_flag(FLAGS, "activation", keras.activations.get)
+flag_checks.check_list_flag(FLAGS, "functions", _function)
+flag_checks.check_list_flag(FLAGS, "train_sizes", flag_checks.positive_int)
+flag_checks.check_flag(FLAGS, "activation", keras.activations.get)
 
 
 def sweep_configs() -> List[regression.RunConfig]:
   """Every run of the sweep the flags describe, in order."""
   train_sizes = [int(s) for s in _TRAIN_SIZES.value]
-  seeds, steps = _SEEDS.value, _STEPS.value
-  if _QUICK.value:
-    train_sizes, seeds, steps = [20, 100], 3, 1000
-  if _FULL_GRID.value:
-    train_sizes, seeds, steps = [20, 100, 10_000], 5, 2000
+  seeds, steps = _SWEEP["seeds"].value, _SWEEP["steps"].value
+  for name, (_, preset) in _PRESETS.items():
+    if _PRESET_FLAGS[name].value:
+      train_sizes, seeds, steps = preset
   return [
     regression.RunConfig(
       function=name,
@@ -188,13 +162,13 @@ def sweep_configs() -> List[regression.RunConfig]:
       method=method,
       seed=seed,
       steps=steps,
-      batch_size=_BATCH_SIZE.value,
-      learning_rate=_LEARNING_RATE.value,
+      batch_size=_SWEEP["batch_size"].value,
+      learning_rate=_SWEEP["learning_rate"].value,
       activation=_ACTIVATION.value,
-      derivative_weight=_DERIVATIVE_WEIGHT.value,
+      derivative_weight=_TERMS["derivative_weight"].value,
       test_size=_TEST_SIZE.value,
       domain=_DOMAIN.value,
-      balance=_BALANCE.value,
+      balance=_TERMS["balance"].value,
       gradient_loss=_GRADIENT_LOSS.value,
     )
     for name, dim in map(_function, _FUNCTIONS.value)
@@ -258,41 +232,31 @@ def _true_grid(function: functions.BenchmarkFunction):
 def main(argv: List[str]) -> None:
   """Runs the sweep, then writes the table and figures."""
   del argv
-  workdir = _COMMON["workdir"].value
-  strategy = common.setup(_COMMON)
-  chief = common.is_chief(strategy)
+  context = common.setup(_COMMON)
   configs = sweep_configs()
-  tasks = [regression.RegressionTask(config) for config in configs]
-  if chief:
-    common.write_config(
-      workdir,
-      FLAGS,
-      num_runs=len(configs),
-      # What --quick or --full_grid made of the flags.
-      effective={
-        "train_sizes": sorted({c.train_size for c in configs}),
-        "seeds": sorted({c.seed for c in configs}),
-        "steps": sorted({c.steps for c in configs}),
-      },
-      replicas=strategy.num_replicas_in_sync,
-    )
-  records = loop.run_sweep(
-    workdir,
-    strategy,
+  tasks = [regression_task.RegressionTask(config) for config in configs]
+  context.write_config(
+    FLAGS,
+    num_runs=len(configs),
+    # What --quick or --full_grid made of the flags.
+    effective={
+      "train_sizes": sorted({c.train_size for c in configs}),
+      "seeds": sorted({c.seed for c in configs}),
+      "steps": sorted({c.steps for c in configs}),
+    },
+  )
+  records = context.run_sweep(
     tasks,
-    loop.Settings(
-      steps_per_execution=_COMMON["steps_per_execution"].value,
-      checkpoints_per_run=_COMMON["checkpoints_per_run"].value,
-      eval_every=_EVAL_EVERY.value,
-      jit_compile=_JIT_COMPILE.value,
-    ),
     lambda record: (
       f"test MSE {record['test_mse']:.4g}, "
       f"gradient MSE {record['test_gradient_mse']:.4g}"
     ),
+    eval_every=_EVAL_EVERY.value,
+    jit_compile=_JIT_COMPILE.value,
   )
-  if not chief:
+  if not context.chief:
     return
+  workdir = context.workdir
   table = regression_report.write_table(
     records, os.path.join(workdir, "table.md")
   )

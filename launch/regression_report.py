@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from launch import common  # noqa: E402
+from launch import files  # noqa: E402
 
 METRICS = (
   ("test_mse", "log10 test MSE"),
@@ -39,7 +39,7 @@ def group(records: Sequence[Dict[str, Any]]) -> Dict[tuple, Dict[str, list]]:
 
 def _log10_stats(records: List[Dict[str, Any]], metric: str) -> str:
   values = [math.log10(max(r[metric], 1e-30)) for r in records]
-  mean, std = common.mean_and_std(values)
+  mean, std = files.mean_and_std(values)
   return f"{mean:.2f} ± {std:.2f}"
 
 
@@ -60,7 +60,7 @@ def markdown_table(records: Sequence[Dict[str, Any]]) -> str:
       ]
     row.append(max(len(v) for v in by_method.values()))
     rows.append(row)
-  return common.markdown_table(header, rows)
+  return files.markdown_table(header, rows)
 
 
 def figure2(records: Sequence[Dict[str, Any]], path: str) -> None:
@@ -85,7 +85,7 @@ def figure2(records: Sequence[Dict[str, Any]], path: str) -> None:
           math.log10(max(r["test_mse"], 1e-30))
           for r in grouped[(function, dim, size)].get(method, [])
         ]
-        mean, std = common.mean_and_std(values) or (np.nan, 0.0)
+        mean, std = files.mean_and_std(values) or (np.nan, 0.0)
         means.append(mean)
         stds.append(std)
       ax.bar(
@@ -103,7 +103,7 @@ def figure2(records: Sequence[Dict[str, Any]], path: str) -> None:
   axes[0][-1].legend(fontsize=7)
   figure.supxlabel("training points", fontsize=8)
   figure.tight_layout()
-  common.save_figure(figure, path)
+  files.save_figure(figure, path)
   plt.close(figure)
 
 
@@ -146,12 +146,12 @@ def figure3(panels: Sequence[tuple], path: str) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
   figure.tight_layout()
-  common.save_figure(figure, path)
+  files.save_figure(figure, path)
   plt.close(figure)
 
 
 def write_table(records: Sequence[Dict[str, Any]], path: str) -> str:
   """Writes the table to `path` and returns it."""
   table = markdown_table(records)
-  common.write_file(path, table)
+  files.write_file(path, table)
   return table

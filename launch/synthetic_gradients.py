@@ -41,46 +41,32 @@ from absl import flags
 import numpy as np
 
 from launch import common
-from launch import loop
-from sobolev_tf import config as config_lib
+from launch import files
+from launch import flag_checks
 from sobolev_tf.tasks import image_data
 from sobolev_tf.tasks import synthetic_gradients as sg
+from sobolev_tf.tasks import synthetic_gradients_task as sg_task
 
 FLAGS = flags.FlagValues()
 _DATASET = flags.DEFINE_enum(
   "dataset", "digits", list(image_data.DATASETS), "Data set.", flag_values=FLAGS
 )
-_VARIANTS = flags.DEFINE_list(
-  "variants",
-  list(sg.VARIANTS),
-  f"Variants, among {list(sg.VARIANTS)}.",
-  flag_values=FLAGS,
+_VARIANTS = common.define_choices_flag(
+  FLAGS, "variants", sg.VARIANTS, sg.VARIANTS, "Variants"
 )
-_NUM_MODULES = flags.DEFINE_integer(
-  "num_modules",
-  3,
-  "Split points, each with an SG module.",
-  lower_bound=1,
-  flag_values=FLAGS,
+# Name, default, least value and help.
+_MODULES = common.define_integers(
+  FLAGS,
+  (
+    ("num_modules", 3, 1, "Split points, each with an SG module."),
+    ("warmup_steps", 0, 0, "Steps the SG modules train before they are used."),
+  ),
 )
-_SEEDS = flags.DEFINE_integer(
-  "seeds",
-  3,
-  "Seeds per variant: 0 .. seeds-1.",
-  lower_bound=1,
-  flag_values=FLAGS,
-)
-_STEPS = flags.DEFINE_integer(
-  "steps", 3000, "Training steps per run.", lower_bound=1, flag_values=FLAGS
-)
-_BATCH_SIZE = flags.DEFINE_integer(
-  "batch_size", 64, "Global batch size.", lower_bound=1, flag_values=FLAGS
-)
-_LEARNING_RATE = flags.DEFINE_float(
-  "learning_rate",
-  1e-3,
-  "Adam step size of the classifier.",
-  flag_values=FLAGS,
+_SWEEP = common.define_sweep_flags(
+  FLAGS,
+  steps=3000,
+  batch_size=64,
+  learning_rate_help="Adam step size of the classifier.",
 )
 _SG_LEARNING_RATE = flags.DEFINE_float(
   "sg_learning_rate",
@@ -88,29 +74,13 @@ _SG_LEARNING_RATE = flags.DEFINE_float(
   "Adam step size of the SG modules.",
   flag_values=FLAGS,
 )
-_GRADIENT_WEIGHT = flags.DEFINE_float(
+_TERMS = common.define_balance_flags(
+  FLAGS,
   "gradient_weight",
-  sg.Config.gradient_weight,
   "Weight of the SG modules' gradient terms (mean squared error over h); "
   "with --balance=target_scale, relative to the true gradients' scale.",
-  lower_bound=0.0,
-  flag_values=FLAGS,
-)
-_BALANCE = flags.DEFINE_enum(
-  "balance",
-  sg.Config.balance,
-  list(config_lib.BALANCES),
-  "Balance of the SG modules' value and gradient terms "
-  "(SobolevConfig.balance); none with --gradient_weight=100 is the earlier "
-  "setting.",
-  flag_values=FLAGS,
-)
-_WARMUP_STEPS = flags.DEFINE_integer(
-  "warmup_steps",
-  0,
-  "Steps the SG modules train before they are used.",
-  lower_bound=0,
-  flag_values=FLAGS,
+  terms="the SG modules' value and gradient terms",
+  balance_note="none with --gradient_weight=100 is the earlier setting",
 )
 _ARCHITECTURE = flags.DEFINE_enum(
   "architecture",
@@ -145,13 +115,9 @@ _MANUAL_DIR = flags.DEFINE_string(
 )
 _COMMON = common.define_common_flags(FLAGS, steps_per_execution=100)
 
-common.check_list_flag(
-  FLAGS, "variants", lambda name: common.one_of(name, sg.VARIANTS)
-)
-common.check_list_flag(FLAGS, "channels", common.positive_int)
-common.check_list_flag(FLAGS, "strides", common.positive_int)
-common.check_flag(FLAGS, "learning_rate", common.positive_number)
-common.check_flag(FLAGS, "sg_learning_rate", common.positive_number)
+flag_checks.check_list_flag(FLAGS, "channels", flag_checks.positive_int)
+flag_checks.check_list_flag(FLAGS, "strides", flag_checks.positive_int)
+flag_checks.check_flag(FLAGS, "sg_learning_rate", flag_checks.positive_number)
 
 
 def _loader_kwargs() -> Dict[str, Any]:
@@ -164,32 +130,32 @@ def _loader_kwargs() -> Dict[str, Any]:
   )
 
 
-def sweep_tasks() -> List[sg.SyntheticGradientsTask]:
+def sweep_tasks() -> List[sg_task.SyntheticGradientsTask]:
   """Every run of the sweep the flags describe, in order (checked)."""
   return [
-    sg.SyntheticGradientsTask(
+    sg_task.SyntheticGradientsTask(
       sg.Config(
         variant=variant,
-        num_modules=_NUM_MODULES.value,
+        num_modules=_MODULES["num_modules"].value,
         architecture=_ARCHITECTURE.value,
         num_classes=image_data.NUM_CLASSES[_DATASET.value],
         channels=tuple(int(c) for c in _CHANNELS.value),
         strides=tuple(int(s) for s in _STRIDES.value),
         batch_norm=_BATCH_NORM.value,
-        learning_rate=_LEARNING_RATE.value,
+        learning_rate=_SWEEP["learning_rate"].value,
         sg_learning_rate=_SG_LEARNING_RATE.value,
-        gradient_weight=_GRADIENT_WEIGHT.value,
-        balance=_BALANCE.value,
-        warmup_steps=_WARMUP_STEPS.value,
+        gradient_weight=_TERMS["gradient_weight"].value,
+        balance=_TERMS["balance"].value,
+        warmup_steps=_MODULES["warmup_steps"].value,
       ),
       dataset=_DATASET.value,
       seed=seed,
-      steps=_STEPS.value,
-      batch_size=_BATCH_SIZE.value,
+      steps=_SWEEP["steps"].value,
+      batch_size=_SWEEP["batch_size"].value,
       loader_kwargs=_loader_kwargs(),
     )
     for variant in _VARIANTS.value
-    for seed in range(_SEEDS.value)
+    for seed in range(_SWEEP["seeds"].value)
   ]
 
 
@@ -208,38 +174,30 @@ def markdown_table(records: List[Dict[str, Any]]) -> str:
       continue
     row = [
       variant,
-      common.mean_std_cell([100 * r["test_accuracy"] for r in group]),
+      files.mean_std_cell([100 * r["test_accuracy"] for r in group]),
     ]
     for key in splits:
       values = [r[key] for r in group if key in r]
       row.append(f"{np.mean(values):.2f}" if values else "–")
     rows.append([*row, len(group)])
-  return common.markdown_table(header, rows)
+  return files.markdown_table(header, rows)
 
 
 def main(argv: List[str]) -> None:
   """Runs the sweep, then writes and prints the table."""
   del argv
-  workdir = _COMMON["workdir"].value
-  strategy = common.setup(_COMMON)
-  chief = common.is_chief(strategy)
+  context = common.setup(_COMMON)
   tasks = sweep_tasks()
-  if chief:
-    common.write_config(workdir, FLAGS, replicas=strategy.num_replicas_in_sync)
-  records = loop.run_sweep(
-    workdir,
-    strategy,
+  context.write_config(FLAGS)
+  records = context.run_sweep(
     tasks,
-    loop.Settings(
-      steps_per_execution=_COMMON["steps_per_execution"].value,
-      checkpoints_per_run=_COMMON["checkpoints_per_run"].value,
-    ),
     lambda record: f"test accuracy {100 * record['test_accuracy']:.1f}%",
   )
-  if not chief:
+  if not context.chief:
     return
+  workdir = context.workdir
   table = markdown_table(records)
-  common.write_file(os.path.join(workdir, "table.md"), table)
+  files.write_file(os.path.join(workdir, "table.md"), table)
   print(table)
   print(
     f"Results: {workdir}/results.jsonl\nTable: {workdir}/table.md\n"

@@ -35,8 +35,10 @@ from typing import List
 from absl import flags
 
 from launch import common
-from launch import loop
+from launch import files
+from launch import flag_checks
 from sobolev_tf.tasks import a2c
+from sobolev_tf.tasks import a2c_task
 from sobolev_tf.tasks import atari_env
 
 FLAGS = flags.FlagValues()
@@ -46,77 +48,56 @@ _GAME = flags.DEFINE_string(
   "ALE game: pong, breakout, space_invaders, ...",
   flag_values=FLAGS,
 )
-_FRAMES = flags.DEFINE_integer(
-  "frames",
-  10_000_000,
-  "Game frames to train.",
-  lower_bound=1,
-  flag_values=FLAGS,
-)
-_NUM_ENVS = flags.DEFINE_integer(
-  "num_envs", 16, "Environments.", lower_bound=1, flag_values=FLAGS
-)
-_SEED = flags.DEFINE_integer(
-  "seed",
-  0,
-  "Seed of the initial weights, environments and actions.",
-  lower_bound=0,
-  flag_values=FLAGS,
-)
-_EVAL_EPISODES = flags.DEFINE_integer(
-  "eval_episodes",
-  10,
-  "Games played by the teacher and by random play.",
-  lower_bound=1,
-  flag_values=FLAGS,
+# Name, default, least value and help.
+_RUN = common.define_integers(
+  FLAGS,
+  (
+    ("frames", 10_000_000, 1, "Game frames to train."),
+    ("num_envs", 16, 1, "Environments."),
+    ("seed", 0, 0, "Seed of the initial weights, environments and actions."),
+    ("eval_episodes", 10, 1, "Games played by the teacher and by random play."),
+  ),
 )
 _COMMON = common.define_common_flags(
   FLAGS, steps_per_execution=100, checkpoints_per_run=16
 )
 
-common.check_flag(FLAGS, "game", atari_env.check_game)
+flag_checks.check_flag(FLAGS, "game", atari_env.check_game)
 
 
 def main(argv: List[str]) -> None:
   """Trains, evaluates and exports the teacher."""
   del argv
-  workdir = _COMMON["workdir"].value
-  strategy = common.setup(_COMMON)
-  task = a2c.TeacherTask(
+  context = common.setup(_COMMON)
+  task = a2c_task.TeacherTask(
     _GAME.value,
-    _FRAMES.value,
-    a2c.Config(num_envs=_NUM_ENVS.value),
-    seed=_SEED.value,
-    eval_episodes=_EVAL_EPISODES.value,
+    _RUN["frames"].value,
+    a2c.Config(num_envs=_RUN["num_envs"].value),
+    seed=_RUN["seed"].value,
+    eval_episodes=_RUN["eval_episodes"].value,
   )
-  task.check_strategy(strategy)
-  common.write_config(workdir, FLAGS, replicas=strategy.num_replicas_in_sync)
-  (record,) = loop.run_sweep(
-    workdir,
-    strategy,
+  task.check_strategy(context.strategy)
+  context.write_config(FLAGS)
+  (record,) = context.run_sweep(
     [task],
-    loop.Settings(
-      steps_per_execution=_COMMON["steps_per_execution"].value,
-      checkpoints_per_run=_COMMON["checkpoints_per_run"].value,
-    ),
     lambda r: (
       f"teacher {r['teacher_mean']:.1f} ± {r['teacher_std']:.1f}, "
       f"random {r['random_mean']:.1f} ± {r['random_std']:.1f}"
     ),
   )
-  table = common.markdown_table(
+  table = files.markdown_table(
     ["game", "frames", "teacher score", "random score", "games"],
     [
       [
         record["game"],
         record["frames"],
-        common.mean_std_cell(record["scores"]["teacher"]),
-        common.mean_std_cell(record["scores"]["random"]),
+        files.mean_std_cell(record["scores"]["teacher"]),
+        files.mean_std_cell(record["scores"]["random"]),
         len(record["scores"]["teacher"]),
       ]
     ],
   )
-  common.write_file(os.path.join(workdir, "table.md"), table)
+  files.write_file(os.path.join(context.workdir, "table.md"), table)
   print(table)
   print(json.dumps({k: v for k, v in record.items() if k != "scores"}))
 

@@ -7,6 +7,7 @@ Received: name=value` for the first bad value.
 from typing import Any
 from typing import Callable
 from typing import Dict
+from typing import Sequence
 
 import numpy as np
 
@@ -65,3 +66,27 @@ def fraction(name: str, value: Any, include_one: bool = False) -> None:
     lambda v: _is_number(v) and (0 < v < 1 or (include_one and v == 1)),
     "a number in (0, 1]" if include_one else "a number in (0, 1)",
   )
+
+
+def dataset_split(
+  value: Any, splits: Sequence[str], slices: bool = False
+) -> None:
+  """Raises a `ValueError` unless `value` names one of `splits`.
+
+  Args:
+    value: the `split` argument.
+    splits: the data set's splits.
+    slices: whether tfds's slicing is allowed too, e.g. `train[:90%]+test`.
+  """
+  if slices:
+    parts = value.split("+") if isinstance(value, str) else [None]
+    valid = all(
+      part is not None and part.split("[")[0].strip() in splits
+      for part in parts
+    )
+  else:
+    valid = value in splits
+  expected = f"one of {list(splits)}" + (
+    " or tfds slices of them" if slices else ""
+  )
+  _check({"split": value}, lambda _: valid, expected)

@@ -63,7 +63,8 @@ def jacobian(
   Args:
     fn: batched NumPy callable, `[B, in...] -> [B, out...]`.
     x: input batch, `[B, in...]`.
-    step: difference step; `None` picks one from the magnitude of `x`.
+    step: difference step; `None` takes float64's eps^(1/3) times
+      `max(1, max |x|)`.
 
   Returns:
     The Jacobian estimate as float64.
@@ -92,10 +93,10 @@ def hessian(
   Args:
     fn: batched NumPy callable, `[B, in...] -> [B, out...]`.
     x: input batch, `[B, in...]`.
-    step: difference step; `None` picks one from the magnitude of `x`.
+    step: difference step; `None` takes eps^(1/4) times `max(1, max |x|)`.
 
   Returns:
-    The Hessian estimate as float64.
+    The symmetrised Hessian estimate as float64.
 
   Raises:
     ValueError: for an unbatched `x` or a non-positive `step`.
@@ -138,7 +139,7 @@ def vector_jacobian_product(
     fn: batched NumPy callable, `[B, in...] -> [B, out...]`.
     x: input batch, `[B, in...]`.
     output_direction: `[B, out...]`.
-    step: difference step; `None` picks one from the magnitude of `x`.
+    step: difference step; `None` picks `jacobian`'s.
 
   Returns:
     The projected gradient estimate as float64.
@@ -187,7 +188,7 @@ def projected_hessian(
     x: input batch, `[B, in...]`.
     output_direction: `v1`, `[B, out...]`.
     input_direction: `v2`, `[B, in...]`.
-    step: difference step; `None` picks one from the magnitude of `x`.
+    step: difference step of both differences; `None` picks `hessian`'s.
 
   Returns:
     The projected second derivative estimate as float64.

@@ -55,6 +55,23 @@ class ChecksTest(tf.test.TestCase, parameterized.TestCase):
     ):
       checks.fraction("share", value, include_one=include_one)
 
+  def test_dataset_split(self):
+    checks.dataset_split("test", ("train", "test"))
+    checks.dataset_split("train[:90%]+test", ("train", "test"), slices=True)
+    names = "one of ['train', 'test']"
+    for value, slices, expected in (
+      ("train[:10]", False, names),
+      ("validation", True, f"{names} or tfds slices of them"),
+      ("train+valid[:5]", True, f"{names} or tfds slices of them"),
+      (3, True, f"{names} or tfds slices of them"),
+    ):
+      with self.assertRaisesWithLiteralMatch(
+        ValueError,
+        f"Received an invalid value for `split`, expected {expected}. "
+        f"Received: split={value!r}",
+      ):
+        checks.dataset_split(value, ("train", "test"), slices=slices)
+
 
 if __name__ == "__main__":
   tf.test.main()

@@ -14,7 +14,9 @@ import numpy as np
 
 from launch import common
 from launch import loop
+from launch import strategies
 from sobolev_tf.tasks import regression
+from sobolev_tf.tasks import regression_task
 
 FLAGS = flags.FlagValues()
 _STEPS = flags.DEFINE_integer("steps", 60, "Training steps.", flag_values=FLAGS)
@@ -25,24 +27,19 @@ _COMMON = common.define_common_flags(
 
 def main(argv):
   del argv
-  strategy = common.setup(_COMMON)
-  workdir = _COMMON["workdir"].value
-  task = regression.RegressionTask(
+  context = common.setup(_COMMON)
+  task = regression_task.RegressionTask(
     regression.RunConfig(
       "booth", 2, 100, "sobolev", seed=0, steps=_STEPS.value, batch_size=8
     )
   )
+  strategy = context.strategy
   loop.run(
-    task,
-    strategy,
-    os.path.join(workdir, "run"),
-    loop.Settings(
-      steps_per_execution=_COMMON["steps_per_execution"].value,
-      checkpoints_per_run=_COMMON["checkpoints_per_run"].value,
-    ),
+    task, strategy, os.path.join(context.workdir, "run"), context.settings
   )
+  worker = strategies.task_id(strategy) or 0
   np.savez(
-    os.path.join(workdir, f"worker_{common.task_id(strategy) or 0}.npz"),
+    os.path.join(context.workdir, f"worker_{worker}.npz"),
     replicas=strategy.num_replicas_in_sync,
     **{f"w{i}": v.numpy() for i, v in enumerate(task.model.model.weights)},
   )

@@ -9,8 +9,8 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from launch import common
 from launch import distill
+from launch import files
 from sobolev_tf import testing
 from sobolev_tf.layers import atari
 
@@ -23,7 +23,7 @@ def _teacher_file(path):
 
 
 def _records(workdir):
-  return common.ResultStore(os.path.join(workdir, "results.jsonl")).records()
+  return files.ResultStore(os.path.join(workdir, "results.jsonl")).records()
 
 
 _TINY = [
@@ -71,13 +71,13 @@ class InProcessTest(tf.test.TestCase, parameterized.TestCase):
       self.assertEqual([p["step"] for p in record["curve"]], [3, 6])
       self.assertEqual(record["kl"], record["curve"][-1]["kl"])
       self.assertLen(record["scores"], 2)
-    reference = json.loads(common.read_file(f"{workdir}/play_reference.json"))
+    reference = json.loads(files.read_file(f"{workdir}/play_reference.json"))
     self.assertEqual(set(reference), {"teacher", "random"})
     self.assertLen(reference["random"], 2)
-    table = common.read_file(f"{workdir}/table.md").decode()
+    table = files.read_file(f"{workdir}/table.md").decode()
     self.assertIn("| 0.5 |", table)
     self.assertIn("|  |  | teacher |  |  |", table)
-    config = json.loads(common.read_file(f"{workdir}/config.json"))
+    config = json.loads(files.read_file(f"{workdir}/config.json"))
     self.assertEqual(set(config["flags"]), set(distill.FLAGS))
     with np.load(
       tf.io.gfile.GFile(f"{workdir}/recording.npz", "rb")

@@ -10,7 +10,7 @@ import keras
 from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
-from launch import common
+from launch import files
 from launch import regression
 from sobolev_tf import testing
 
@@ -28,7 +28,7 @@ _TINY = [
 
 
 def _records(workdir):
-  return common.ResultStore(os.path.join(workdir, "results.jsonl")).records()
+  return files.ResultStore(os.path.join(workdir, "results.jsonl")).records()
 
 
 def _without_time(records):
@@ -52,10 +52,10 @@ class InProcessTest(tf.test.TestCase, parameterized.TestCase):
         "runs",
       ],
     )
-    config = json.loads(common.read_file(f"{workdir}/config.json"))
+    config = json.loads(files.read_file(f"{workdir}/config.json"))
     self.assertEqual(set(config["flags"]), set(regression.FLAGS))
     self.assertEqual(config["flags"]["steps_per_execution"], 10)
-    table = common.read_file(f"{workdir}/table.md").decode()
+    table = files.read_file(f"{workdir}/table.md").decode()
     self.assertIn("| booth | 20 |", table)
     run = f"{workdir}/runs/styblinski_tang-d2-n100-sobolev-s0"
     self.assertCountEqual(

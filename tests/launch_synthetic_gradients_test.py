@@ -9,7 +9,7 @@ from absl.testing import parameterized
 from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
-from launch import common
+from launch import files
 from launch import synthetic_gradients
 from sobolev_tf import testing
 from sobolev_tf.tasks import synthetic_gradients as sg
@@ -18,7 +18,7 @@ _TINY = ["--dataset=digits", "--seeds=1", "--steps=20", "--channels=4,4,6"]
 
 
 def _records(workdir):
-  return common.ResultStore(os.path.join(workdir, "results.jsonl")).records()
+  return files.ResultStore(os.path.join(workdir, "results.jsonl")).records()
 
 
 class InProcessTest(tf.test.TestCase, parameterized.TestCase):
@@ -31,10 +31,10 @@ class InProcessTest(tf.test.TestCase, parameterized.TestCase):
     synthetic_gradients.main([])
     records = _records(workdir)
     self.assertEqual([r["variant"] for r in records], list(sg.VARIANTS))
-    table = common.read_file(f"{workdir}/table.md").decode()
+    table = files.read_file(f"{workdir}/table.md").decode()
     for variant in sg.VARIANTS:
       self.assertIn(f"| {variant} |", table)
-    config = json.loads(common.read_file(f"{workdir}/config.json"))
+    config = json.loads(files.read_file(f"{workdir}/config.json"))
     self.assertEqual(set(config["flags"]), set(synthetic_gradients.FLAGS))
     (events,) = tf.io.gfile.glob(
       f"{workdir}/runs/digits-m3-sobolev-s0/tensorboard/events.*"

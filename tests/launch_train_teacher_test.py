@@ -8,7 +8,7 @@ from absl import flags
 from absl.testing import parameterized
 import tensorflow as tf
 
-from launch import common
+from launch import files
 from launch import train_teacher
 from sobolev_tf import testing
 from sobolev_tf.layers import atari
@@ -17,7 +17,7 @@ _TINY = ["--game=breakout", "--num_envs=2", "--eval_episodes=1"]
 
 
 def _records(workdir):
-  return common.ResultStore(os.path.join(workdir, "results.jsonl")).records()
+  return files.ResultStore(os.path.join(workdir, "results.jsonl")).records()
 
 
 class InProcessTest(tf.test.TestCase, parameterized.TestCase):
@@ -46,10 +46,10 @@ class InProcessTest(tf.test.TestCase, parameterized.TestCase):
       tf.io.gfile.listdir(workdir),
       ["config.json", "results.jsonl", "table.md", "runs"],
     )
-    config = json.loads(common.read_file(f"{workdir}/config.json"))
+    config = json.loads(files.read_file(f"{workdir}/config.json"))
     self.assertEqual(set(config["flags"]), set(train_teacher.FLAGS))
     self.assertIn(
-      "| breakout | 160 |", common.read_file(f"{workdir}/table.md").decode()
+      "| breakout | 160 |", files.read_file(f"{workdir}/table.md").decode()
     )
 
   def test_refuses_several_replicas_before_training(self):

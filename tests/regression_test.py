@@ -227,45 +227,6 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     for a, b in zip(kernels, expected, strict=True):
       self.assertAllEqual(a, b)
 
-
-class RegressionTaskTest(tf.test.TestCase):
-  def test_bad_settings_fail_when_the_task_is_made(self):
-    with self.assertRaisesRegex(ValueError, "name='nosuch'"):
-      regression.RegressionTask(_config(function="nosuch"))
-    with self.assertRaisesRegex(ValueError, "not twice differentiable"):
-      regression.RegressionTask(_config(function="bukin_n6", method="sobolev2"))
-
-  def test_batch_must_divide_among_replicas(self):
-    task = regression.RegressionTask(_config(batch_size=7))
-    with self.assertRaisesRegex(
-      ValueError,
-      r"batch of booth-d2-n16-sobolev-s0, capped at its training size\) "
-      r"must divide among the 2 replicas of MirroredStrategy. Received: "
-      r"batch_size=7",
-    ):
-      task.check_strategy(testing.mirrored_strategy())
-    # Capped at the training size, 16 divides.
-    regression.RegressionTask(_config(batch_size=64)).check_strategy(
-      testing.mirrored_strategy()
-    )
-
-  def test_record_holds_every_setting_and_the_metrics(self):
-    task = regression.RegressionTask(_config())
-    task.build()
-    metrics = task.evaluate()
-    record = task.record(metrics)
-    self.assertEqual(record["run_id"], "booth-d2-n16-sobolev-s0")
-    self.assertEqual(record["hidden_sizes"], [256, 256])
-    self.assertEqual(record["test_mse"], metrics["test_mse"])
-    self.assertEqual(task.hparams()["train_size"], 16)
-    self.assertNotIn("hidden_sizes", task.hparams())
-    (image,) = task.summary_images().values()
-    self.assertEqual(image.shape, [1, 64, 64, 1])
-    self.assertAllInRange(image, 0.0, 1.0)
-    self.assertEqual(int(task.step_counter.numpy()), 0)
-    task.finish("ram://regression_task", chief=True)
-    self.assertTrue(tf.io.gfile.exists("ram://regression_task/model.keras"))
-
   def test_grid_values(self):
     function = functions.get_function("booth")
     config = _config()

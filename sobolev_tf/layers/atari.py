@@ -25,6 +25,8 @@ weights as float16 `.npz` arrays (no pickles) on any `tf.io.gfile` path.
 
 import io
 import math
+from typing import Callable
+from typing import Sequence
 from typing import Tuple
 
 import numpy as np
@@ -41,13 +43,78 @@ def _scale(frames: tf.Tensor) -> tf.Tensor:
   return tf.cast(frames, tf.float32) / 255.0  # [B, 84, 84, 4] in [0, 1]
 
 
-def _check(num_actions: int, seed: int) -> None:
-  checks.positive_ints(num_actions=num_actions)
-  checks.non_negative_ints(seed=seed)
+# A convolution of a torso: output channels, kernel size, stride.
+ConvSpec = Tuple[int, int, int]
+# The initialiser of a network's layer, by the layer's index.
+Initializers = Callable[[int], snt.initializers.Initializer]
 
 
-class AtariTeacher(snt.Module):
+class _ConvPolicy(snt.Module):
+  """Frames to features to action logits, the shape of teacher and student.
+
+  The frames are scaled to [0, 1], go through VALID convolutions
+  (`conv_0`, `conv_1`, ...) and one linear layer (`linear_0`), each
+  followed by a ReLU: the features; a linear layer (`logits`) maps them to
+  the action logits. Layer `i` in that order takes `initializers(i)`.
+
+  Args:
+    num_actions: size of the action set.
+    seed: seed of the initial weights (checked here; the subclass's
+      `initializers` use it).
+    torso: the convolutions.
+    hidden_size: width of the features.
+    initializers: a layer's index to its weight initialiser.
+    name: the module's name.
+  """
+
+  def __init__(
+    self,
+    num_actions: int,
+    seed: int,
+    torso: Sequence[ConvSpec],
+    hidden_size: int,
+    initializers: Initializers,
+    name: str,
+  ):
+    super().__init__(name=name)
+    checks.positive_ints(num_actions=num_actions)
+    checks.non_negative_ints(seed=seed)
+    self._torso = [
+      snt.Conv2D(
+        channels,
+        kernel,
+        stride=stride,
+        padding="VALID",
+        w_init=initializers(index),
+        name=f"conv_{index}",
+      )
+      for index, (channels, kernel, stride) in enumerate(torso)
+    ]
+    self._flat = snt.Flatten()
+    self._hidden = snt.Linear(
+      hidden_size, w_init=initializers(len(torso)), name="linear_0"
+    )
+    self._logits = snt.Linear(
+      num_actions, w_init=initializers(len(torso) + 1), name="logits"
+    )
+
+  def features(self, frames: tf.Tensor) -> tf.Tensor:
+    """The features `[B, hidden_size]` of frames `[B, 84, 84, 4]`."""
+    h = _scale(frames)
+    for conv in self._torso:
+      h = tf.nn.relu(conv(h))  # [B, H', W', channels]
+    return tf.nn.relu(self._hidden(self._flat(h)))  # [B, hidden_size]
+
+  def policy_logits(self, frames: tf.Tensor) -> tf.Tensor:
+    """Action logits `[B, num_actions]` (a teacher's: distillation targets)."""
+    return self._logits(self.features(frames))
+
+
+class AtariTeacher(_ConvPolicy):
   """Teacher policy and value: 3 conv + 2 fully connected layers.
+
+  The torso's shapes: `[B, 20, 20, 32]`, `[B, 9, 9, 64]`, `[B, 7, 7, 64]`,
+  then 512 features shared by the policy and the value.
 
   Args:
     num_actions: size of the action set.
@@ -57,54 +124,34 @@ class AtariTeacher(snt.Module):
   def __init__(
     self, num_actions: int, seed: int = 0, name: str = "atari_teacher"
   ):
-    super().__init__(name=name)
-    _check(num_actions, seed)
-
-    def orthogonal(gain: float, index: int) -> initializers.Orthogonal:
-      return initializers.Orthogonal(gain, (seed, index))
-
     relu_gain = math.sqrt(2.0)
-    self._torso = [
-      snt.Conv2D(
-        channels,
-        kernel,
-        stride=stride,
-        padding="VALID",
-        w_init=orthogonal(relu_gain, index),
-        name=f"conv_{index}",
-      )
-      for index, (channels, kernel, stride) in enumerate(
-        ((32, 8, 4), (64, 4, 2), (64, 3, 1))
-      )
-    ]
-    self._flat = snt.Flatten()
-    self._hidden = snt.Linear(
-      512, w_init=orthogonal(relu_gain, 3), name="linear_0"
-    )
-    self._logits = snt.Linear(
-      num_actions, w_init=orthogonal(0.01, 4), name="logits"
-    )
-    self._value = snt.Linear(1, w_init=orthogonal(1.0, 5), name="value")
+    # Layer 3 is the hidden layer, 4 the logits, 5 the value.
+    gains = (relu_gain, relu_gain, relu_gain, relu_gain, 0.01, 1.0)
 
-  def features(self, frames: tf.Tensor) -> tf.Tensor:
-    """The 512 features `[B, 512]` shared by the policy and the value."""
-    h = _scale(frames)
-    for conv in self._torso:
-      h = tf.nn.relu(conv(h))  # [B, 20, 20, 32] [B, 9, 9, 64] [B, 7, 7, 64]
-    return tf.nn.relu(self._hidden(self._flat(h)))  # [B, 512]
+    def orthogonal(index: int) -> initializers.Orthogonal:
+      return initializers.Orthogonal(gains[index], (seed, index))
+
+    super().__init__(
+      num_actions,
+      seed,
+      torso=((32, 8, 4), (64, 4, 2), (64, 3, 1)),
+      hidden_size=512,
+      initializers=orthogonal,
+      name=name,
+    )
+    self._value = snt.Linear(1, w_init=orthogonal(5), name="value")
 
   def __call__(self, frames: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     """Action logits `[B, num_actions]` and state values `[B]`."""
     h = self.features(frames)
     return self._logits(h), tf.squeeze(self._value(h), -1)
 
-  def policy_logits(self, frames: tf.Tensor) -> tf.Tensor:
-    """Action logits only, `[B, num_actions]` (the distillation target)."""
-    return self._logits(self.features(frames))
 
-
-class AtariStudent(snt.Module):
+class AtariStudent(_ConvPolicy):
   """Student policy: 2 conv + 1 smaller fully connected layer.
+
+  The torso's shapes: `[B, 20, 20, 16]`, `[B, 9, 9, 32]`, then 256
+  features.
 
   Args:
     num_actions: size of the action set.
@@ -114,31 +161,20 @@ class AtariStudent(snt.Module):
   def __init__(
     self, num_actions: int, seed: int = 0, name: str = "atari_student"
   ):
-    super().__init__(name=name)
-    _check(num_actions, seed)
-
-    def fan_in(index: int) -> initializers.FanInTruncatedNormal:
-      return initializers.FanInTruncatedNormal((seed, index))
-
-    self._torso = [
-      snt.Conv2D(
-        16, 8, stride=4, padding="VALID", w_init=fan_in(0), name="conv_0"
+    super().__init__(
+      num_actions,
+      seed,
+      torso=((16, 8, 4), (32, 4, 2)),
+      hidden_size=256,
+      initializers=lambda index: initializers.FanInTruncatedNormal(
+        (seed, index)
       ),
-      snt.Conv2D(
-        32, 4, stride=2, padding="VALID", w_init=fan_in(1), name="conv_1"
-      ),
-    ]
-    self._flat = snt.Flatten()
-    self._hidden = snt.Linear(256, w_init=fan_in(2), name="linear_0")
-    self._logits = snt.Linear(num_actions, w_init=fan_in(3), name="logits")
+      name=name,
+    )
 
   def __call__(self, frames: tf.Tensor) -> tf.Tensor:
     """Action logits `[B, num_actions]`."""
-    h = _scale(frames)
-    for conv in self._torso:
-      h = tf.nn.relu(conv(h))  # [B, 20, 20, 16] [B, 9, 9, 32]
-    h = tf.nn.relu(self._hidden(self._flat(h)))  # [B, 256]
-    return self._logits(h)
+    return self.policy_logits(frames)
 
 
 def num_parameters(module: snt.Module) -> int:

@@ -173,16 +173,32 @@ class SplitResNet50(snt.Module):
     return x
 
 
-def _with_labels(h: tf.Tensor, labels: tf.Tensor, num_classes: int):
-  """`h` with the one-hot labels appended as constant channels."""
-  one_hot = tf.one_hot(labels, num_classes, dtype=h.dtype)  # [B, K]
-  planes = tf.broadcast_to(
-    one_hot[:, None, None, :], tf.concat([tf.shape(h)[:3], [num_classes]], 0)
-  )
-  return tf.concat([h, planes], axis=-1)  # [B, H, W, C + K]
+class _LabelConditioned(snt.Module):
+  """A module of (h, y) that reads the label as constant one-hot channels.
+
+  Args:
+    num_classes: number of classes.
+    name: the module's name.
+    **sizes: the subclass's other sizes, checked positive with
+      `num_classes`.
+  """
+
+  def __init__(self, num_classes: int, name: str, **sizes: int):
+    super().__init__(name=name)
+    checks.positive_ints(num_classes=num_classes, **sizes)
+    self._num_classes = num_classes
+
+  def _with_labels(self, h: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """`h` with the one-hot labels appended as constant channels."""
+    num_classes = self._num_classes
+    one_hot = tf.one_hot(labels, num_classes, dtype=h.dtype)  # [B, K]
+    planes = tf.broadcast_to(
+      one_hot[:, None, None, :], tf.concat([tf.shape(h)[:3], [num_classes]], 0)
+    )
+    return tf.concat([h, planes], axis=-1)  # [B, H, W, C + K]
 
 
-class DirectSG(snt.Module):
+class DirectSG(_LabelConditioned):
   """SG(h, y) from a small convnet on h and the label (DNI).
 
   Args:
@@ -198,13 +214,9 @@ class DirectSG(snt.Module):
     hidden_channels: int = 64,
     name: str = "direct_sg",
   ):
-    super().__init__(name=name)
-    checks.positive_ints(
-      num_classes=num_classes,
-      channels=channels,
-      hidden_channels=hidden_channels,
+    super().__init__(
+      num_classes, name, channels=channels, hidden_channels=hidden_channels
     )
-    self._num_classes = num_classes
     self._hidden = snt.Conv2D(hidden_channels, 3, name="hidden")
     self._output = snt.Conv2D(
       channels, 3, w_init=tf.zeros_initializer(), name="output"
@@ -212,13 +224,11 @@ class DirectSG(snt.Module):
 
   def __call__(self, h: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """SG(h, y), shaped like `h`."""
-    features = tf.nn.relu(
-      self._hidden(_with_labels(h, labels, self._num_classes))
-    )
+    features = tf.nn.relu(self._hidden(self._with_labels(h, labels)))
     return self._output(features)  # [B, H, W, C]
 
 
-class ScalarCritic(snt.Module):
+class ScalarCritic(_LabelConditioned):
   """A learned scalar m(h, y): conv features, the label, an MLP to [B].
 
   Args:
@@ -234,22 +244,19 @@ class ScalarCritic(snt.Module):
     hidden_size: int = 64,
     name: str = "scalar_critic",
   ):
-    super().__init__(name=name)
-    checks.positive_ints(
-      num_classes=num_classes,
+    super().__init__(
+      num_classes,
+      name,
       hidden_channels=hidden_channels,
       hidden_size=hidden_size,
     )
-    self._num_classes = num_classes
     self._conv = snt.Conv2D(hidden_channels, 3, name="conv")
     self._hidden = snt.Linear(hidden_size, name="hidden")
     self._output = snt.Linear(1, name="output")
 
   def __call__(self, h: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """m(h, y), `[B]`."""
-    features = tf.nn.softplus(
-      self._conv(_with_labels(h, labels, self._num_classes))
-    )
+    features = tf.nn.softplus(self._conv(self._with_labels(h, labels)))
     pooled = tf.reduce_mean(features, axis=[1, 2])  # [B, hidden_channels]
     hidden = tf.nn.softplus(self._hidden(pooled))
     return tf.squeeze(self._output(hidden), -1)  # [B]

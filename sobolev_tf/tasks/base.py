@@ -22,6 +22,7 @@ point and at the end, then `summary_images`, `finish` and `record` once.
 """
 
 import abc
+import dataclasses
 from typing import Any
 from typing import Dict
 from typing import Union
@@ -51,6 +52,24 @@ def check_global_batch(
       f"must divide among the {replicas} replicas of "
       f"{type(strategy).__name__}. Received: batch_size={batch_size}"
     )
+
+
+def config_hparams(config: Any, *excluded: str) -> Dict[str, HParamValue]:
+  """The fields of a run's config dataclass but `excluded`, as hparams.
+
+  Args:
+    config: a dataclass instance whose fields, but `excluded`, are `bool`,
+      `int`, `float` or `str`.
+    *excluded: fields left out, e.g. tuples HParams cannot show.
+
+  Returns:
+    `{field: value}`, in the fields' order.
+  """
+  return {
+    key: value
+    for key, value in dataclasses.asdict(config).items()
+    if key not in excluded
+  }
 
 
 class Task(abc.ABC):
@@ -94,13 +113,20 @@ class Task(abc.ABC):
     """
 
   @property
-  @abc.abstractmethod
   def step_counter(self) -> tf.Variable:
-    """The global step: saved in the checkpoint, one more after each step."""
+    """The global step: saved in the checkpoint, one more after each step.
+
+    By default, as in Orbit's trainers, the iterations of the checkpoint's
+    `optimizer`.
+    """
+    return self.checkpoint_items()["optimizer"].iterations
 
   @abc.abstractmethod
   def checkpoint_items(self) -> Dict[str, Any]:
-    """What a checkpoint holds, as `tf.train.Checkpoint` keyword arguments."""
+    """What a checkpoint holds, as `tf.train.Checkpoint` keyword arguments.
+
+    The default `step_counter` reads the `optimizer` among them.
+    """
 
   def check_steps(self) -> None:  # noqa: B027 (a hook, a no-op by default)
     """Raises from the host if a step just run was not applied.
