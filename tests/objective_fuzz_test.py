@@ -76,11 +76,14 @@ def _per_term(order: int, values: st.SearchStrategy) -> st.SearchStrategy:
   )
 
 
+_NO_DEFAULT = object()
+
+
 def _per_term_invalid(
   order: int,
   values: st.SearchStrategy,
   invalid: st.SearchStrategy,
-  default=object(),
+  default=_NO_DEFAULT,
 ) -> st.SearchStrategy:
   """Per-term options that are wrong whatever the rest of the config.
 
