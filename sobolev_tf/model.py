@@ -408,10 +408,7 @@ def _fused_train_function(model, keras_function, count: int):
     ]
     if not batches:
       raise StopIteration
-    shapes = {
-      tuple(tuple(t.shape) for t in tf.nest.flatten(batch)) for batch in batches
-    }
-    if len(batches) == count and len(shapes) == 1:
+    if len(batches) == count and training_lib.same_shapes(batches):
       return run_steps(training_lib.stack_batches(batches))
     for batch in batches:
       logs = keras_function(iter([batch]))

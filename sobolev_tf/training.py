@@ -8,7 +8,8 @@
   from the host after the step (XLA drops in-graph assertions).
 * `clip_across_replicas`: clips the sum of the replicas' gradients, as one
   device would.
-* `compiled_steps`: several training steps as one XLA program.
+* `compiled_steps`: several training steps as one XLA program, on batches
+  stacked by `stack_batches` (when `same_shapes` says they can be).
 """
 
 from typing import Any
@@ -249,6 +250,14 @@ def compiled_steps(step_fn: Callable[[Any], Dict[str, tf.Tensor]]):
     return logs
 
   return run
+
+
+def same_shapes(batches: Sequence[Any]) -> bool:
+  """Whether `batches` share one structure and every leaf's shape."""
+  shapes = {
+    tuple(tuple(t.shape) for t in tf.nest.flatten(batch)) for batch in batches
+  }
+  return len(shapes) == 1
 
 
 def stack_batches(batches: Sequence[Any]) -> Any:
