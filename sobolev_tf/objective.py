@@ -97,9 +97,8 @@ class SobolevObjective:
   losses.total  # differentiable w.r.t. the model's variables.
   ```
 
-  The balance's running statistics are Keras variables
-  (`objective.balance.weights`): create the objective under the
-  `tf.distribute` strategy's scope, and checkpoint `objective.balance`.
+  The balance's statistics are Keras variables (`objective.balance`): build
+  the objective under the strategy's scope, and checkpoint the balance.
   """
 
   def __init__(
@@ -142,8 +141,7 @@ class SobolevObjective:
       scale: optional factor applied last (see `derivative_scale`).
 
     Returns:
-      The wrapped callable; the loss terms are computed in float32 under a
-      mixed-precision policy.
+      The wrapped callable (float32 loss terms under mixed precision).
     """
 
     def wrapped(inputs):
