@@ -19,7 +19,7 @@ Jacobian MSE, Adam) with the Jacobian built by
 
 Each mode's steps run as one `tf.function` loop of `--steps` steps, so that
 per-step launch overhead does not hide the derivative's cost; `--repeats`
-timed repeats, rotating which mode goes first, after one warm-up (its
+timed repeats, rotating which mode goes first, after one warm-up call (its
 seconds, compilation included, are reported). The last column is `auto`'s
 time over the fastest mode's.
 """
@@ -41,14 +41,23 @@ import tensorflow as tf
 from benchmarks import report
 from sobolev_tf import derivatives
 
+# Its own flags, so that it imports beside the other benchmarks.
+FLAGS = flags.FlagValues()
 _SHAPES = flags.DEFINE_list(
   "shapes",
   ["2:1:128", "2:8:64", "8:32:64", "32:8:256"],
   "MLP shapes as in:out:batch.",
+  flag_values=FLAGS,
 )
-_STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed repeat.")
-_REPEATS = flags.DEFINE_integer("repeats", 7, "Timed repeats; medians.")
-_OUTPUT = flags.DEFINE_string("output", None, "Optional Markdown file.")
+_STEPS = flags.DEFINE_integer(
+  "steps", 20, "Steps per timed repeat.", flag_values=FLAGS
+)
+_REPEATS = flags.DEFINE_integer(
+  "repeats", 7, "Timed repeats; medians.", flag_values=FLAGS
+)
+_OUTPUT = flags.DEFINE_string(
+  "output", None, "Optional Markdown file.", flag_values=FLAGS
+)
 
 MODES = ("reverse", "forward", "auto", "vectorized")
 
@@ -123,13 +132,14 @@ def _auto_choice(shape: Tuple[int, int, int], xla: bool) -> str:
 
 def measure(shape, xla: bool) -> Dict[str, Tuple[float, float]]:
   """`mode -> (median ms per step, warm-up seconds)` for one shape."""
-  runs, warm_up = [], []
-  for mode in MODES:
-    run = _loop(mode, shape, xla)
+  # Every model first: building one sets Keras's global seed, and the
+  # functions traced before it would trace again at their next call.
+  runs = [_loop(mode, shape, xla) for mode in MODES]
+  warm_up = []
+  for run in runs:
     start = time.perf_counter()
     run().numpy()
     warm_up.append(time.perf_counter() - start)
-    runs.append(run)
   seconds: List[List[float]] = [[] for _ in MODES]
   for repeat in range(_REPEATS.value):
     order = [(repeat + i) % len(MODES) for i in range(len(MODES))]
@@ -185,5 +195,11 @@ def main(argv: Sequence[str]) -> None:
       file.write(text)
 
 
+def _parsed_main(argv: Sequence[str]) -> None:
+  FLAGS.mark_as_parsed()
+  main(argv)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  flags.FLAGS.append_flag_values(FLAGS)
+  app.run(_parsed_main)
