@@ -51,7 +51,6 @@ from launch import checkpoints
 from launch import files
 from launch import strategies
 from sobolev_tf import checks
-from sobolev_tf import training
 from sobolev_tf.tasks import base
 
 TrainFn = Callable[[int], Dict[str, float]]
@@ -117,8 +116,6 @@ def _dataset_trainer(
     lambda context: task.dataset(context, start_step)
   )
   iterator = iter(dataset)
-  if jit_compile and _one_local_device(strategy):
-    return _fused_trainer(task, strategy, iterator)
   replica_step = (
     tf.function(task.train_step, jit_compile=True)
     if jit_compile
@@ -138,48 +135,6 @@ def _dataset_trainer(
   def train(count: int) -> Dict[str, float]:
     task.reset_metrics()
     logs = run_steps(iterator, tf.constant(count))
-    return {name: float(value) for name, value in logs.items()}
-
-  return train
-
-
-def _one_local_device(strategy: tf.distribute.Strategy) -> bool:
-  return strategy.num_replicas_in_sync == 1 and isinstance(
-    strategy,
-    (
-      type(tf.distribute.get_strategy()),
-      tf.distribute.OneDeviceStrategy,
-    ),
-  )
-
-
-def _fused_trainer(
-  task: base.DatasetTask,
-  strategy: tf.distribute.Strategy,
-  iterator,
-) -> TrainFn:
-  """`_dataset_trainer`'s steps as one XLA program per execution.
-
-  On one device, the execution's batches are fetched first and stacked, and
-  `training.compiled_steps` runs the steps over them: the same steps on the
-  same batches, without a program launch per step. Batches of unequal shapes
-  (a dataset without `drop_remainder`) run one compiled step each.
-  """
-
-  def step(batch):
-    return strategy.run(task.train_step, args=(batch,))
-
-  run_steps = training.compiled_steps(step)
-  run_step = tf.function(step, jit_compile=True)
-
-  def train(count: int) -> Dict[str, float]:
-    task.reset_metrics()
-    batches = [next(iterator) for _ in range(count)]
-    if training.same_shapes(batches):
-      logs = run_steps(training.stack_batches(batches))
-    else:
-      for batch in batches:
-        logs = run_step(batch)
     return {name: float(value) for name, value in logs.items()}
 
   return train

@@ -213,31 +213,6 @@ class SobolevModel(keras.Model):
       x, losses, finite & tf.math.is_finite(losses.total)
     )
 
-  def make_train_function(self, force=False):
-    """Keras's, or with XLA on one replica, one program per execution.
-
-    Keras compiles each step on its own and loops over `steps_per_execution`
-    of them in TensorFlow, paying a program launch per step. Here, when the
-    model is compiled with `jit_compile=True` and `steps_per_execution > 1`
-    on one replica, the execution's batches are fetched first and, when they
-    have one shape, trained by one XLA program looping over them (the same
-    steps, in the same order); otherwise each runs as Keras runs it.
-    """
-    if self.train_function is not None and not force:
-      return self.train_function
-    super().make_train_function(force=True)
-    if (
-      self.run_eagerly
-      or not self.jit_compile
-      or self.steps_per_execution < 2
-      or self.distribute_strategy.num_replicas_in_sync != 1
-    ):
-      return self.train_function
-    self.train_function = _fused_train_function(
-      self, self.train_function, self.steps_per_execution
-    )
-    return self.train_function
-
   def test_step(self, data):
     """Updates the metrics with the objective's terms on one batch."""
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -375,46 +350,6 @@ class SobolevModel(keras.Model):
     )
     instance.trainable = trainable
     return instance
-
-
-def _fused_train_function(model, keras_function, count: int):
-  """`iterator -> logs`: `count` steps, one XLA program when shapes allow.
-
-  Args:
-    model: the model; its `train_step` is each step.
-    keras_function: Keras's train function, for what cannot be fused.
-    count: steps per execution.
-
-  Returns:
-    The train function `fit` calls once per execution.
-  """
-
-  @tf.function
-  def fetch(iterator):
-    batches = [iterator.get_next_as_optional() for _ in range(count)]
-    present = tf.stack([batch.has_value() for batch in batches])
-    return present, batches
-
-  run_steps = training_lib.compiled_steps(model.train_step)
-
-  def function(iterator):
-    if not isinstance(iterator, tf.data.Iterator):
-      return keras_function(iterator)
-    present, batches = fetch(iterator)
-    batches = [
-      batch.get_value()
-      for batch, ok in zip(batches, present.numpy(), strict=True)
-      if ok
-    ]
-    if not batches:
-      raise StopIteration
-    if len(batches) == count and training_lib.same_shapes(batches):
-      return run_steps(training_lib.stack_batches(batches))
-    for batch in batches:
-      logs = keras_function(iter([batch]))
-    return logs
-
-  return function
 
 
 def _where(condition: tf.Tensor, value: tf.Tensor) -> tf.Tensor:

@@ -8,13 +8,8 @@
   from the host after the step (XLA drops in-graph assertions).
 * `clip_across_replicas`: clips the sum of the replicas' gradients, as one
   device would.
-* `compiled_steps`: several training steps as one XLA program, on batches
-  stacked by `stack_batches` (when `same_shapes` says they can be).
 """
 
-from typing import Any
-from typing import Callable
-from typing import Dict
 from typing import List
 from typing import Optional
 from typing import Sequence
@@ -223,43 +218,3 @@ class StepGuard(tf.Module):
       "the weights are those before it. Clean the data, or set "
       "nonfinite_targets='drop' or 'missing' for targets with gaps."
     )
-
-
-def compiled_steps(step_fn: Callable[[Any], Dict[str, tf.Tensor]]):
-  """`stacked -> logs`: one XLA program running `step_fn` on each batch.
-
-  XLA compiles a step with `jit_compile=True`, but a loop of compiled steps
-  still launches one program per step (about half a millisecond on a CPU,
-  as much as a small network's step). This compiles the loop too.
-
-  Args:
-    step_fn: one training step, `batch -> logs`.
-
-  Returns:
-    A function of batches stacked on a new leading axis (every leaf
-    `[count, ...]`) that runs `step_fn` on each in order and returns the
-    last step's logs.
-  """
-
-  @tf.function(jit_compile=True, reduce_retracing=True)
-  def run(stacked):
-    logs = step_fn(tf.nest.map_structure(lambda t: t[0], stacked))
-    count = tf.shape(tf.nest.flatten(stacked)[0])[0]
-    for index in tf.range(1, count):
-      logs = step_fn(tf.nest.map_structure(lambda t, i=index: t[i], stacked))
-    return logs
-
-  return run
-
-
-def same_shapes(batches: Sequence[Any]) -> bool:
-  """Whether `batches` share one structure and every leaf's shape."""
-  shapes = {
-    tuple(tuple(t.shape) for t in tf.nest.flatten(batch)) for batch in batches
-  }
-  return len(shapes) == 1
-
-
-def stack_batches(batches: Sequence[Any]) -> Any:
-  """Batches of one structure and shape, stacked on a new leading axis."""
-  return tf.nest.map_structure(lambda *leaves: tf.stack(leaves), *batches)

@@ -3,7 +3,6 @@
 import glob
 import json
 import os
-from unittest import mock
 
 from absl.testing import parameterized
 from tensorboard.backend.event_processing import event_accumulator
@@ -88,28 +87,21 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
     for key in ("test_mse", "test_gradient_mse"):
       self.assertEqual(record[key], expected[key])
 
-  def test_fused_xla_steps_match_step_by_step_and_resume(self):
-    # On one device, jit_compile runs an execution's steps as one XLA
-    # program: the weights of steps run one by one, and a resumed fused run
-    # ends exactly where the straight one does.
+  def test_xla_steps_resume_exactly_and_match_graph_steps(self):
     strategy = tf.distribute.get_strategy()
     settings = _settings(jit_compile=True)
-    with mock.patch.object(
-      loop.training, "compiled_steps", wraps=loop.training.compiled_steps
-    ) as compiled_steps:
-      fused = _regression()
-      loop.run(fused, strategy, self.get_temp_dir() + "/f", settings)
-    compiled_steps.assert_called_once()
-    run_dir = self.get_temp_dir() + "/r"
+    straight = _regression()
+    loop.run(straight, strategy, self.get_temp_dir() + "/xla", settings)
+    run_dir = self.get_temp_dir() + "/xla_resumed"
     loop.run(_regression(stop_at=20), strategy, run_dir, settings)
     resumed = _regression()
     loop.run(resumed, strategy, run_dir, settings)
-    stepwise = _regression()
-    loop.run(stepwise, strategy, self.get_temp_dir() + "/s", _settings())
+    graph = _regression()
+    loop.run(graph, strategy, self.get_temp_dir() + "/graph", _settings())
     for a, b, c in zip(
-      fused.model.weights,
+      straight.model.weights,
       resumed.model.weights,
-      stepwise.model.weights,
+      graph.model.weights,
       strict=True,
     ):
       self.assertAllEqual(a, b)

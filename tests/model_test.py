@@ -421,53 +421,6 @@ class SobolevModelTest(tf.test.TestCase, parameterized.TestCase):
       model_lib.SobolevModel(_net(), order=3)
 
 
-class FusedExecutionTest(tf.test.TestCase, parameterized.TestCase):
-  """`steps_per_execution` steps as one XLA program: Keras's numbers."""
-
-  def _fit(self, fused, num=64, batch_size=16, mode="full"):
-    x, y = _data(num=num)
-    model = model_lib.SobolevModel(_net(seed=12), order=1, mode=mode)
-    if not fused:  # Keras's own loop: one program per step.
-      model.make_train_function = lambda force=False: (
-        keras.Model.make_train_function(model, force)
-      )
-    model.compile(
-      optimizer=keras.optimizers.Adam(1e-2),
-      jit_compile=True,
-      steps_per_execution=4,
-    )
-    history = model.fit(
-      x,
-      _targets(y, 1),
-      batch_size=batch_size,
-      epochs=2,
-      shuffle=False,
-      verbose=0,
-    )
-    return model, history.history
-
-  @parameterized.named_parameters(
-    ("full_executions", 64, "full"),
-    # 60 = 3 batches of 16 + 12: the epoch's last execution is not fused.
-    ("partial_last_batch", 60, "full"),
-    ("stochastic", 64, "stochastic"),
-  )
-  def test_same_weights_as_one_program_per_step(self, num, mode):
-    fused, fused_history = self._fit(True, num=num, mode=mode)
-    keras_loop, keras_history = self._fit(False, num=num, mode=mode)
-    self.assertIn("_fused_train_function", fused.train_function.__qualname__)
-    self.assertNotIn(
-      "_fused_train_function", keras_loop.train_function.__qualname__
-    )
-    self.assertEqual(
-      fused.optimizer.iterations, keras_loop.optimizer.iterations
-    )
-    for a, b in zip(fused.get_weights(), keras_loop.get_weights(), strict=True):
-      self.assertAllClose(a, b, atol=1e-6)
-    for key in keras_history:
-      self.assertAllClose(fused_history[key], keras_history[key], rtol=1e-5)
-
-
 class ReliabilityTest(tf.test.TestCase, parameterized.TestCase):
   """Every bad input a clear error; no silent NaN; Keras conventions kept."""
 
