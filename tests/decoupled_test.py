@@ -50,15 +50,21 @@ def _symmetric_error(fn, h):
   return np.abs(jacobian - np.transpose(jacobian, (0, 2, 1))).max(), jacobian
 
 
+def _part_shapes(net, images):
+  """The output shape of each of `net`'s parts, applied in turn."""
+  shapes = []
+  h = images
+  for part in net.parts:
+    h = part(h, is_training=False)
+    shapes.append(h.shape.as_list())
+  return shapes
+
+
 class NetworkTest(tf.test.TestCase):
   def test_shapes(self):
     images, labels = _batch()
     net = sg_layers.SplitConvNet((32, 32, 64), (1, 1, 2), 10)
-    shapes = []
-    h = images
-    for part in net.parts:
-      h = part(h, is_training=False)
-      shapes.append(h.shape.as_list())
+    shapes = _part_shapes(net, images)
     self.assertEqual(
       shapes, [[6, 8, 8, 32], [6, 8, 8, 32], [6, 4, 4, 64], [6, 10]]
     )
@@ -70,11 +76,7 @@ class NetworkTest(tf.test.TestCase):
   def test_split_resnet50_is_sonnets_resnet50(self):
     images = tf.zeros([1, 64, 64, 3])
     split = sg_layers.SplitResNet50(1000)
-    shapes = []
-    h = images
-    for part in split.parts:
-      h = part(h, is_training=False)
-      shapes.append(h.shape.as_list())
+    shapes = _part_shapes(split, images)
     self.assertEqual(
       shapes,
       [[1, 16, 16, 256], [1, 8, 8, 512], [1, 4, 4, 1024], [1, 2, 2, 2048]]

@@ -1,5 +1,7 @@
 """Tests for sobolev_tf.tasks.regression_task."""
 
+import dataclasses
+
 import tensorflow as tf
 
 from sobolev_tf import testing
@@ -9,18 +11,14 @@ from sobolev_tf.tasks import regression_task
 testing.configure_logical_cpus(2)
 
 
-def _config(**kwargs):
-  defaults = dict(
-    function="booth",
-    dim=2,
-    train_size=16,
-    method="sobolev",
-    seed=0,
-    steps=40,
-    batch_size=8,
-    test_size=64,
-  )
-  return regression.RunConfig(**{**defaults, **kwargs})
+# A small Booth run; each test changes what it checks.
+_BOOTH = regression.RunConfig(
+  "booth", 2, 16, "sobolev", seed=0, steps=40, batch_size=8, test_size=64
+)
+
+
+def _config(**changes):
+  return dataclasses.replace(_BOOTH, **changes)
 
 
 class RegressionTaskTest(tf.test.TestCase):
