@@ -142,6 +142,9 @@ def gap_figure(records: Sequence[Dict[str, Any]], path: str) -> None:
         )
     axis.axhline(0.0, color="grey", linewidth=0.8)
     axis.set_xscale("log")
+    budgets = sorted({key[2] for key in groups if key[0] == function})
+    axis.set_xticks(budgets, [f"{budget:,}" for budget in budgets])
+    axis.minorticks_off()
     axis.set_title(function)
     axis.set_xlabel("training steps")
   axes[0][0].set_ylabel("log10 regular − log10 Sobolev")
@@ -193,7 +196,7 @@ def curves_figure(records: Sequence[Dict[str, Any]], path: str) -> None:
     axis.set_xlabel("step")
   axes[0][-1].legend(fontsize=6)
   figure.tight_layout()
-  files.save_figure(figure, path)
+  files.save_figure(figure, path, dpi=64)
   plt.close(figure)
 
 
