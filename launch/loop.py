@@ -51,6 +51,7 @@ from launch import checkpoints
 from launch import files
 from launch import strategies
 from sobolev_tf import checks
+from sobolev_tf import execution
 from sobolev_tf.tasks import base
 
 TrainFn = Callable[[int], Dict[str, float]]
@@ -68,14 +69,19 @@ class Settings:
     eval_every: steps between evaluations during training (each becomes a
       point of the record's `curve`); 0 evaluates at the end only.
     jit_compile: compile a `DatasetTask`'s step with XLA.
+    fuse_steps: with `jit_compile` on one replica, whether an execution's
+      steps run as one XLA program: `"auto"`, `True` or `False` (see
+      `sobolev_tf.execution`).
   """
 
   steps_per_execution: int = 50
   checkpoints_per_run: int = 4
   eval_every: int = 0
   jit_compile: bool = False
+  fuse_steps: Any = "auto"
 
   def __post_init__(self):
+    execution.check_fuse_steps(self.fuse_steps)
     checks.positive_ints(
       steps_per_execution=self.steps_per_execution,
       checkpoints_per_run=self.checkpoints_per_run,
@@ -109,32 +115,50 @@ def _dataset_trainer(
   task: base.DatasetTask,
   strategy: tf.distribute.Strategy,
   start_step: int,
-  jit_compile: bool,
+  settings: Settings,
 ) -> TrainFn:
-  """`count -> logs`: `count` steps of `strategy.run(task.train_step)`."""
+  """`count -> logs`: `count` steps of `strategy.run(task.train_step)`.
+
+  With XLA on one replica, the `count` steps run as one XLA program where
+  `execution.fused_steps` chooses to.
+  """
   dataset = strategy.distribute_datasets_from_function(
     lambda context: task.dataset(context, start_step)
   )
   iterator = iter(dataset)
   replica_step = (
     tf.function(task.train_step, jit_compile=True)
-    if jit_compile
+    if settings.jit_compile
     else task.train_step
   )
 
-  @tf.function
-  def run_steps(iterator, count):
-    for _ in tf.range(count - 1):
-      strategy.run(replica_step, args=(next(iterator),))
-    logs = strategy.run(replica_step, args=(next(iterator),))
+  def mean(logs):
     return {
       name: strategy.reduce("MEAN", value, axis=None)
       for name, value in logs.items()
     }
 
+  @tf.function
+  def run_steps(iterator, count):
+    for _ in tf.range(count - 1):
+      strategy.run(replica_step, args=(next(iterator),))
+    return mean(strategy.run(replica_step, args=(next(iterator),)))
+
+  fused = execution.fused_steps(
+    settings.fuse_steps,
+    lambda batch: strategy.run(task.train_step, args=(batch,)),
+    settings.steps_per_execution,
+    iterator.element_spec,
+    strategy.num_replicas_in_sync,
+    settings.jit_compile,
+  )
+
   def train(count: int) -> Dict[str, float]:
     task.reset_metrics()
-    logs = run_steps(iterator, tf.constant(count))
+    if fused is None:
+      logs = run_steps(iterator, tf.constant(count))
+    else:
+      logs = fused(iterator, count)
     return {name: float(value) for name, value in logs.items()}
 
   return train
@@ -147,7 +171,7 @@ def _trainer(
   settings: Settings,
 ) -> TrainFn:
   if isinstance(task, base.DatasetTask):
-    return _dataset_trainer(task, strategy, start_step, settings.jit_compile)
+    return _dataset_trainer(task, strategy, start_step, settings)
   if isinstance(task, base.HostTask):
     task.resume(start_step)
     return task.train

@@ -111,6 +111,14 @@ _TEST_SIZE = flags.DEFINE_integer(
 _JIT_COMPILE = flags.DEFINE_bool(
   "jit_compile", False, "Compile the training step with XLA.", flag_values=FLAGS
 )
+_FUSE_STEPS = flags.DEFINE_enum(
+  "fuse_steps",
+  "auto",
+  ["auto", "true", "false"],
+  "With --jit_compile on one device, run each --steps_per_execution steps "
+  "as one XLA program ('auto': except convolutional steps on a CPU).",
+  flag_values=FLAGS,
+)
 # The preset sweeps: each overrides --train_sizes, --seeds and --steps.
 _PRESETS = {
   "quick": (
@@ -253,6 +261,9 @@ def main(argv: List[str]) -> None:
     ),
     eval_every=_EVAL_EVERY.value,
     jit_compile=_JIT_COMPILE.value,
+    fuse_steps={"auto": "auto", "true": True, "false": False}[
+      _FUSE_STEPS.value
+    ],
   )
   if not context.chief:
     return

@@ -18,6 +18,7 @@ import warnings
 
 import keras
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
 from sobolev_tf import distribute_utils
 
@@ -143,7 +144,12 @@ def apply_if_finite(
     context is None
     or tf.__internal__.distribute.strategy_supports_no_merge_call()
   ):
-    tf.cond(finite, lambda: optimizer.apply(gradients, variables), lambda: None)
+    if _in_xla_context():
+      _apply_or_restore(optimizer, gradients, variables, finite)
+    else:
+      tf.cond(
+        finite, lambda: optimizer.apply(gradients, variables), lambda: None
+      )
     return
 
   def cross_replica(distribution, gradients, finite):
@@ -157,6 +163,31 @@ def apply_if_finite(
     tf.cond(first, apply, lambda: None)
 
   context.merge_call(cross_replica, args=(gradients, finite))
+
+
+def _in_xla_context() -> bool:
+  """Whether the step is being traced for XLA (`jit_compile=True`)."""
+  # TensorFlow's own test, used by its control flow to lower for XLA.
+  return control_flow_util.GraphOrParentsInXlaContext(
+    tf.compat.v1.get_default_graph()
+  )
+
+
+def _apply_or_restore(optimizer, gradients, variables, finite) -> None:
+  """`apply_if_finite` without a conditional, for XLA.
+
+  XLA:CPU copies every variable a conditional may write (weights and
+  optimiser slots) in and out of it, which costs as much as a small
+  network's step. Here the update always runs and each variable it may
+  write is then set to `where(finite, updated, before)`, which XLA fuses
+  into the update itself: the same values as the conditional.
+  """
+  state = list(variables) + list(optimizer.variables)
+  before = [tf.identity(v) for v in state]
+  with tf.control_dependencies(before):
+    optimizer.apply(gradients, variables)
+  for variable, old in zip(state, before, strict=True):
+    variable.assign(tf.where(finite, variable, old))
 
 
 class StepGuard(tf.Module):

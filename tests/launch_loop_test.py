@@ -107,6 +107,23 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllEqual(a, b)
       self.assertAllClose(a, c, rtol=1e-5, atol=1e-6)
 
+  def test_fused_xla_steps_match_a_program_per_step(self):
+    strategy = tf.distribute.get_strategy()
+    tasks = [_regression(), _regression()]
+    for task, fuse_steps in zip(tasks, (True, False), strict=True):
+      settings = _settings(jit_compile=True, fuse_steps=fuse_steps)
+      run_dir = f"{self.get_temp_dir()}/fuse_{fuse_steps}"
+      loop.run(task, strategy, run_dir, settings)
+      self.assertEqual(int(task.step_counter.numpy()), 30)
+    for a, b in zip(
+      tasks[0].model.weights, tasks[1].model.weights, strict=True
+    ):
+      self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
+
+  def test_invalid_fuse_steps_setting(self):
+    with self.assertRaisesRegex(ValueError, "fuse_steps='sometimes'"):
+      _settings(fuse_steps="sometimes")
+
   def test_finished_run_trains_no_more(self):
     run_dir = self.get_temp_dir() + "/finished"
     strategy = tf.distribute.get_strategy()
