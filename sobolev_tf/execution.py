@@ -25,6 +25,11 @@ from typing import Tuple
 import tensorflow as tf
 
 Logs = Dict[str, tf.Tensor]
+
+# The most bytes of batches stacked for one fused program: an execution of
+# larger batches runs as several (their steps are long enough that a launch
+# per step matters little).
+STACK_BYTES = 64 * 2**20
 StepFn = Callable[[Any], Logs]
 
 FUSE_OPTIONS = ("auto", True, False)
@@ -57,7 +62,9 @@ class FusedSteps:
   steps on the first `count` of them, every one in the loop's body with a
   trip count known only at run time: each step compiles to the same code
   whatever the execution's length, so a run resumed at another step
-  boundary gives the same weights, bit for bit.
+  boundary gives the same weights, bit for bit. Where `size` batches would
+  take more than `STACK_BYTES`, the stack holds fewer and an execution runs
+  as several calls of the same program.
 
   Attributes:
     size: the most steps per call (`steps_per_execution`).
@@ -79,20 +86,39 @@ class FusedSteps:
     self.loop = tf.function(self._loop_fn, jit_compile=True)
 
   @tf.autograph.experimental.do_not_convert
-  def _fetch_fn(self, iterator, count) -> Tuple[tf.Tensor, Any, Any]:
+  def _fetch_fn(self, iterator, count) -> Tuple[tf.Tensor, Any, Any, Any]:
     """Up to `count` batches of the first one's shape, stacked and padded.
 
-    Fetching stops at the end of the data, after `count` batches or at the
-    first batch of another shape, which is returned on its own.
+    Fetching stops at the end of the data, after `count` batches, when the
+    stack would outgrow `STACK_BYTES` or at the first batch of another
+    shape, which is returned on its own.
 
     Returns:
-      `(fetched, stacked, odd)`: how many batches were stacked, the stack
-      (every component `[size, ...]`, padded with the first batch) and an
-      optional odd batch.
+      `(fetched, capacity, stacked, odd)`: how many batches were stacked,
+      how many the stack holds (`size`, or fewer for large batches), the
+      stack (every component `[capacity, ...]`, padded with the first
+      batch) and an optional odd batch.
     """
     spec = iterator.element_spec
     first = iterator.get_next_as_optional()
     empty = tf.experimental.Optional.empty(spec)
+
+    def batch_bytes():
+      return tf.add_n(
+        [
+          tf.size(t, tf.int64) * t.dtype.size
+          for t in tf.nest.flatten(first.get_value())
+        ]
+      )
+
+    capacity = tf.cond(
+      first.has_value(),
+      lambda: tf.cast(
+        tf.clip_by_value(STACK_BYTES // batch_bytes(), 1, self.size), tf.int32
+      ),
+      lambda: tf.constant(1),
+    )
+    limit = tf.minimum(count, capacity)
 
     def same_shapes(value):
       pairs = zip(
@@ -115,19 +141,19 @@ class FusedSteps:
       )
       odd = tf.cond(same, lambda: empty, lambda: optional)
       following = tf.cond(
-        tf.logical_and(same, index + 1 < count),
+        tf.logical_and(same, index + 1 < limit),
         iterator.get_next_as_optional,
         lambda: empty,
       )
       return index + tf.cast(same, tf.int32), following, arrays, odd
 
     arrays = tf.nest.map_structure(
-      lambda s: tf.TensorArray(s.dtype, size=self.size, element_shape=s.shape),
+      lambda s: tf.TensorArray(s.dtype, size=capacity, element_shape=s.shape),
       spec,
     )
     fetched, _, arrays, odd = tf.while_loop(
       lambda index, optional, *_: tf.logical_and(
-        index < count, optional.has_value()
+        index < limit, optional.has_value()
       ),
       body,
       (tf.constant(0), first, arrays, empty),
@@ -141,16 +167,16 @@ class FusedSteps:
         )
 
       _, filled = tf.while_loop(
-        lambda index, _: index < self.size, fill, (fetched, arrays)
+        lambda index, _: index < capacity, fill, (fetched, arrays)
       )
       return tf.nest.map_structure(lambda array: array.stack(), filled)
 
     stacked = tf.cond(
       fetched > 0,
       padded,
-      lambda: tf.nest.map_structure(lambda s: _empty_stack(s, self.size), spec),
+      lambda: tf.nest.map_structure(_empty_stack, spec),
     )
-    return fetched, stacked, odd
+    return fetched, capacity, stacked, odd
 
   @tf.autograph.experimental.do_not_convert
   def _loop_fn(self, stacked, count) -> Logs:
@@ -160,7 +186,8 @@ class FusedSteps:
     )
     zeros = tf.nest.map_structure(
       lambda t: tf.zeros(t.shape, t.dtype),
-      tf.function(self._step_fn)
+      # Traced as Keras traces a step: without AutoGraph.
+      tf.function(self._step_fn, autograph=False)
       .get_concrete_function(batch_spec)
       .structured_outputs,
     )
@@ -186,23 +213,29 @@ class FusedSteps:
       raise ValueError(
         f"Expected 1 <= count <= {self.size}. Received: count={count}"
       )
-    fetched, stacked, odd = self._fetch(iterator, tf.constant(count))
-    logs = None
-    if int(fetched):
-      logs = self.loop(stacked, fetched)
-    if odd.has_value():
-      alone = tf.nest.map_structure(
-        lambda t: tf.repeat(t[tf.newaxis], self.size, axis=0), odd.get_value()
+    logs, done = None, 0
+    while done < count:
+      fetched, capacity, stacked, odd = self._fetch(
+        iterator, tf.constant(count - done)
       )
-      logs = self.loop(alone, tf.constant(1))
+      asked = min(count - done, int(capacity))
+      if int(fetched):
+        logs = self.loop(stacked, fetched)
+        done += int(fetched)
+      if odd.has_value():
+        alone = tf.nest.map_structure(lambda t: t[tf.newaxis], odd.get_value())
+        logs = self.loop(alone, tf.constant(1))
+        done += 1
+      elif int(fetched) < asked:
+        break  # The end of the data.
     if logs is None:
       raise StopIteration
     return logs
 
 
-def _empty_stack(spec: tf.TensorSpec, size: int) -> tf.Tensor:
-  """`size` empty batches of `spec`, for when there are none to stack."""
-  return tf.zeros([size] + [dim or 0 for dim in spec.shape], spec.dtype)
+def _empty_stack(spec: tf.TensorSpec) -> tf.Tensor:
+  """A stack of one empty batch of `spec`, for when there is none."""
+  return tf.zeros([1] + [dim or 0 for dim in spec.shape], spec.dtype)
 
 
 def _convolution_ops(concrete) -> bool:
@@ -260,7 +293,7 @@ def fused_steps(
     return fused
   # Traced once here; the calls on batches of these specs reuse the trace.
   stacked_spec = tf.nest.map_structure(
-    lambda s: tf.TensorSpec([size] + s.shape.as_list(), s.dtype),
+    lambda s: tf.TensorSpec([None] + s.shape.as_list(), s.dtype),
     element_spec,
   )
   concrete = fused.loop.get_concrete_function(

@@ -18,8 +18,8 @@ import warnings
 
 import keras
 import tensorflow as tf
-from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
+from sobolev_tf import derivatives
 from sobolev_tf import distribute_utils
 
 
@@ -144,7 +144,7 @@ def apply_if_finite(
     context is None
     or tf.__internal__.distribute.strategy_supports_no_merge_call()
   ):
-    if _in_xla_context():
+    if derivatives.in_xla_context():
       _apply_or_restore(optimizer, gradients, variables, finite)
     else:
       tf.cond(
@@ -163,14 +163,6 @@ def apply_if_finite(
     tf.cond(first, apply, lambda: None)
 
   context.merge_call(cross_replica, args=(gradients, finite))
-
-
-def _in_xla_context() -> bool:
-  """Whether the step is being traced for XLA (`jit_compile=True`)."""
-  # TensorFlow's own test, used by its control flow to lower for XLA.
-  return control_flow_util.GraphOrParentsInXlaContext(
-    tf.compat.v1.get_default_graph()
-  )
 
 
 def _apply_or_restore(optimizer, gradients, variables, finite) -> None:

@@ -1,5 +1,7 @@
 """Tests for sobolev_tf.execution: several steps as one XLA program."""
 
+from unittest import mock
+
 from absl.testing import parameterized
 import keras
 import numpy as np
@@ -49,6 +51,24 @@ class FusedStepsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(float(step.total.numpy()), 10 * sum(range(31)) + 31.0)
     with self.assertRaises(StopIteration):
       fused(iterator)
+
+  def test_large_batches_stacked_a_few_at_a_time(self):
+    step = _Summer()
+    # Batches of 3 + 3 float32 (24 bytes): two fit in 50 bytes.
+    with mock.patch.object(execution, "STACK_BYTES", 50):
+      fused = execution.FusedSteps(step, size=4)
+      iterator = iter(_pairs(30, 3))
+      fetched, capacity, stacked, _ = fused._fetch(iterator, tf.constant(4))
+      self.assertEqual((int(fetched), int(capacity)), (2, 2))
+      self.assertEqual(stacked[0].shape, [2, 3])
+      fused.loop(stacked, fetched)
+      logs = fused(iterator, 4)
+      self.assertEqual(int(step.steps.numpy()), 6)
+      self.assertEqual(float(logs["total"]), 10 * sum(range(18)) + 18.0)
+      fused(iterator, 4)
+    with self.assertRaises(StopIteration):
+      fused(iterator)
+    self.assertEqual(int(step.steps.numpy()), 10)
 
   def test_logs_are_the_last_steps(self):
     step = _Summer()
