@@ -132,17 +132,15 @@ def _dataset_trainer(
     else task.train_step
   )
 
-  def mean(logs):
-    return {
-      name: strategy.reduce("MEAN", value, axis=None)
-      for name, value in logs.items()
-    }
-
   @tf.function
   def run_steps(iterator, count):
     for _ in tf.range(count - 1):
       strategy.run(replica_step, args=(next(iterator),))
-    return mean(strategy.run(replica_step, args=(next(iterator),)))
+    logs = strategy.run(replica_step, args=(next(iterator),))
+    return {
+      name: strategy.reduce("MEAN", value, axis=None)
+      for name, value in logs.items()
+    }
 
   fused = execution.fused_steps(
     settings.fuse_steps,

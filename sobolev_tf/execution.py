@@ -25,20 +25,20 @@ from typing import Tuple
 import tensorflow as tf
 
 Logs = Dict[str, tf.Tensor]
+StepFn = Callable[[Any], Logs]
 
 # The most bytes of batches stacked for one fused program: an execution of
 # larger batches runs as several (their steps are long enough that a launch
 # per step matters little).
 STACK_BYTES = 64 * 2**20
-StepFn = Callable[[Any], Logs]
 
 FUSE_OPTIONS = ("auto", True, False)
 
 
 def check_fuse_steps(fuse_steps: Any) -> None:
   """Raises a `ValueError` unless `fuse_steps` is one of `FUSE_OPTIONS`."""
-  if not any(fuse_steps is option for option in (True, False)) and (
-    fuse_steps != "auto"
+  if (
+    fuse_steps is not True and fuse_steps is not False and fuse_steps != "auto"
   ):
     raise ValueError(
       "Received an invalid value for `fuse_steps`, expected one of "
@@ -219,14 +219,15 @@ class FusedSteps:
         iterator, tf.constant(count - done)
       )
       asked = min(count - done, int(capacity))
-      if int(fetched):
+      fetched_count = int(fetched)
+      if fetched_count:
         logs = self.loop(stacked, fetched)
-        done += int(fetched)
+        done += fetched_count
       if odd.has_value():
         alone = tf.nest.map_structure(lambda t: t[tf.newaxis], odd.get_value())
         logs = self.loop(alone, tf.constant(1))
         done += 1
-      elif int(fetched) < asked:
+      elif fetched_count < asked:
         break  # The end of the data.
     if logs is None:
       raise StopIteration
