@@ -458,12 +458,14 @@ class SampleDirectionsTest(tf.test.TestCase, parameterized.TestCase):
       tf.norm(directions, axis=-1), tf.ones([3, 4], tf.float64), atol=1e-14
     )
 
-  def test_uniform_on_the_sphere(self):
+  @parameterized.parameters(False, True)
+  def test_uniform_on_the_sphere(self, jit_compile):
     num_directions, dimension = 4000, 3
     like = tf.zeros((1, dimension), tf.float64)
-    directions = derivatives.sample_directions(
-      num_directions, like, tf.constant([3, 4])
-    )[:, 0].numpy()
+    sample = derivatives.sample_directions
+    if jit_compile:  # XLA draws with another algorithm (Threefry).
+      sample = tf.function(sample, jit_compile=True)
+    directions = sample(num_directions, like, tf.constant([3, 4]))[:, 0].numpy()
 
     # Each coordinate of a uniform unit vector in R^3 has mean 0 and variance
     # 1/3, so the sample mean's standard deviation is sqrt(1 / (3 * 4000)) ~
