@@ -355,6 +355,43 @@ class ProjectedDerivativesTest(tf.test.TestCase, parameterized.TestCase):
       product, analytic.reshape(x.shape), atol=ROUND_OFF, rtol=ROUND_OFF
     )
 
+  @parameterized.product(
+    shapes=[((3,), (2,)), ((2, 3), (2, 2))], jit_compile=[False, True]
+  )
+  def test_projecting_arrays_matches_einsum(self, shapes, jit_compile):
+    in_shape, out_shape = shapes
+    in_size, out_size, batch = _size(in_shape), _size(out_shape), 4
+    rng = np.random.default_rng(0)
+    jacobian = rng.normal(size=(batch, *out_shape, *in_shape))
+    hessian = rng.normal(size=(batch, *out_shape, *in_shape, *in_shape))
+    v1 = rng.normal(size=(batch, *out_shape))
+    v2 = rng.normal(size=(batch, *in_shape))
+
+    def project(jacobian, hessian, v1, v2):
+      return (
+        derivatives.project_jacobian(jacobian, v1),
+        derivatives.project_hessian(hessian, v1, v2),
+      )
+
+    if jit_compile:
+      project = tf.function(project, jit_compile=True)
+    first, second = project(jacobian, hessian, v1, v2)
+
+    flat_v1, flat_v2 = v1.reshape(batch, -1), v2.reshape(batch, -1)
+    expected_first = np.einsum(
+      "bo,boi->bi", flat_v1, jacobian.reshape(batch, out_size, in_size)
+    )
+    expected_second = np.einsum(
+      "bo,boij,bi->bj",
+      flat_v1,
+      hessian.reshape(batch, out_size, in_size, in_size),
+      flat_v2,
+    )
+    self.assertEqual(first.shape, (batch, *in_shape))
+    self.assertEqual(second.shape, (batch, *in_shape))
+    self.assertAllClose(first, expected_first.reshape(first.shape))
+    self.assertAllClose(second, expected_second.reshape(second.shape))
+
   @parameterized.parameters(True, False)
   def test_several_directions_equal_single_direction_calls(self, second):
     fn, _ = _case((2, 3), (2, 2))
