@@ -1053,7 +1053,7 @@ class DtypeAndSeedRegressionTest(tf.test.TestCase):
     )
 
   def test_projected_targets_of_another_dtype(self):
-    # InvalidArgumentError in derivatives.project_jacobian (einsum of the
+    # InvalidArgumentError in derivatives.project_jacobian (matmul of the
     # float64 target with float32 directions).
     objective = objective_lib.SobolevObjective(
       order=1, mode="stochastic", balance="none"
