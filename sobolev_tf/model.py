@@ -61,7 +61,9 @@ class SobolevModel(keras.Model):
 
   Non-finite steps: a training step whose input, targets (under
   `nonfinite_targets="raise"`), loss or gradients hold NaN or Inf is not
-  applied, in every execution mode, XLA included; `fit` and `evaluate`
+  applied, in every execution mode, XLA included (under XLA, the check is
+  on the weights and optimiser slots the update writes: see
+  `training.apply_if_finite`); `fit` and `evaluate`
   then raise a `ValueError` naming the cause.
 
   Example:
@@ -204,18 +206,19 @@ class SobolevModel(keras.Model):
     )
     x_finite = training_lib.all_finite([x])
     loss_finite = tf.math.is_finite(losses.total)
-    gradients_finite = training_lib.all_finite(gradients)
+    # An overflow of the scaled float16 passes is the loss-scale optimiser's
+    # to handle: it skips the step and halves the scale.
     if self._loss_scale is not None:
-      # An overflow of the scaled float16 passes is the loss-scale
-      # optimiser's to handle: it skips the step and halves the scale.
-      loss_finite = gradients_finite = tf.constant(True)
-    finite = training_lib.finite_everywhere(
-      x_finite & losses.targets_finite & loss_finite & gradients_finite
+      loss_finite = tf.constant(True)
+    finite, update_finite = training_lib.apply_if_finite(
+      self.optimizer,
+      gradients,
+      variables,
+      x_finite & losses.targets_finite & loss_finite,
+      check_update=self._loss_scale is None,
     )
-    gradients = training_lib.clip_across_replicas(self.optimizer, gradients)
-    training_lib.apply_if_finite(self.optimizer, gradients, variables, finite)
     self.guard.record(
-      finite, x_finite, losses.targets_finite, loss_finite, gradients_finite
+      finite, x_finite, losses.targets_finite, loss_finite, update_finite
     )
     return self._update_metrics(
       x, losses, finite & tf.math.is_finite(losses.total)

@@ -123,37 +123,71 @@ def apply_if_finite(
   gradients: List[tf.Tensor],
   variables: List[tf.Variable],
   finite: tf.Tensor,
-) -> None:
-  """`optimizer.apply(gradients, variables)` only where `finite` is true.
+  check_update: bool = True,
+) -> Tuple[tf.Tensor, tf.Tensor]:
+  """`optimizer.apply(gradients, variables)` only if the step is finite.
+
+  The step is applied only if `finite` holds on every replica and, with
+  `check_update`, its update is finite:
+
+  * Outside XLA, the gradients are checked before the update, and a
+    condition skips it if any holds NaN or Inf.
+  * Under XLA, where a conditional costs a copy of every variable it may
+    write, the update always runs; then the weights and optimiser slots it
+    wrote are checked, and each is set to `where(applied, updated, before)`.
+    A NaN or Inf gradient makes the update non-finite with every Keras
+    optimiser (its step or its moments add the gradient in), except an
+    infinite entry that `clipvalue` clips to the limit. A finite gradient
+    whose update overflows is caught too. XLA fuses this check into the
+    update; a check of the gradients would read each again after summing
+    its partial products (5% of a multi-output Jacobian step).
 
   A skipped step leaves the weights, the optimiser's slots and its
-  `iterations` as they were. `finite` must be the same on every replica
-  (see `finite_everywhere`). The condition runs in a cross-replica context
-  where the strategy needs one, as Keras's `LossScaleOptimizer` does.
+  `iterations` as they were. The gradients are first clipped across
+  replicas (`clip_across_replicas`). The condition runs in a cross-replica
+  context where the strategy needs one, as Keras's `LossScaleOptimizer`
+  does.
 
   Args:
     optimizer: a built or unbuilt Keras optimiser.
     gradients: this replica's gradients.
     variables: the variables they update.
-    finite: scalar bool.
+    finite: scalar bool, this replica's verdict on the step's other checks
+      (input, targets, loss).
+    check_update: whether to check the gradients or the update (off when
+      the optimiser handles overflows itself, as `LossScaleOptimizer` does).
+
+  Returns:
+    `(applied, update_finite)`, scalar bools: whether the step was applied
+    (the same on every replica), and whether this replica's gradients
+    (outside XLA) or update (under XLA) were finite.
   """
   if not optimizer.built:
     optimizer.build(variables)
   context = tf.distribute.get_replica_context()
-  if (
+  in_replica = (
     context is None
     or tf.__internal__.distribute.strategy_supports_no_merge_call()
-  ):
-    if derivatives.in_xla_context():
-      _apply_or_restore(optimizer, gradients, variables, finite)
-    else:
-      tf.cond(
-        finite, lambda: optimizer.apply(gradients, variables), lambda: None
-      )
-    return
+  )
+  if in_replica and derivatives.in_xla_context():
+    return _apply_and_check(
+      optimizer,
+      clip_across_replicas(optimizer, gradients),
+      variables,
+      finite,
+      check_update,
+    )
+  update_finite = all_finite(gradients) if check_update else tf.constant(True)
+  applied = finite_everywhere(finite & update_finite)
+  gradients = clip_across_replicas(optimizer, gradients)
+  if in_replica:
+    tf.cond(
+      applied, lambda: optimizer.apply(gradients, variables), lambda: None
+    )
+    return applied, update_finite
 
-  def cross_replica(distribution, gradients, finite):
-    first = distribution.experimental_local_results(finite)[0]
+  def cross_replica(distribution, gradients, applied):
+    first = distribution.experimental_local_results(applied)[0]
 
     def apply():
       distribution.extended.call_for_each_replica(
@@ -162,24 +196,39 @@ def apply_if_finite(
 
     tf.cond(first, apply, lambda: None)
 
-  context.merge_call(cross_replica, args=(gradients, finite))
+  context.merge_call(cross_replica, args=(gradients, applied))
+  return applied, update_finite
 
 
-def _apply_or_restore(optimizer, gradients, variables, finite) -> None:
-  """`apply_if_finite` without a conditional, for XLA.
+def _apply_and_check(
+  optimizer, gradients, variables, finite, check_update
+) -> Tuple[tf.Tensor, tf.Tensor]:
+  """`apply_if_finite` under XLA: update, check, then keep or restore.
 
   XLA:CPU copies every variable a conditional may write (weights and
   optimiser slots) in and out of it, which costs as much as a small
   network's step. Here the update always runs and each variable it may
-  write is then set to `where(finite, updated, before)`, which XLA fuses
+  write is then set to `where(applied, updated, before)`, which XLA fuses
   into the update itself: the same values as the conditional.
   """
   state = list(variables) + list(optimizer.variables)
   before = [tf.identity(v) for v in state]
   with tf.control_dependencies(before):
     optimizer.apply(gradients, variables)
-  for variable, old in zip(state, before, strict=True):
-    variable.assign(tf.where(finite, variable, old))
+  updated = [tf.identity(v) for v in state]
+  update_finite = tf.constant(True)
+  if check_update:
+    update_finite = all_finite(
+      [
+        new
+        for new, variable in zip(updated, state, strict=True)
+        if tf.as_dtype(variable.dtype).is_floating
+      ]
+    )
+  applied = finite_everywhere(finite & update_finite)
+  for variable, new, old in zip(state, updated, before, strict=True):
+    variable.assign(tf.where(applied, new, old))
+  return applied, update_finite
 
 
 class StepGuard(tf.Module):
@@ -194,7 +243,7 @@ class StepGuard(tf.Module):
     "the input x holds NaN or Inf",
     "the targets hold NaN or Inf (nonfinite_targets='raise')",
     "the loss is NaN or Inf",
-    "the gradients hold NaN or Inf",
+    "the gradients or the update hold NaN or Inf",
   )
 
   def __init__(self, name: Optional[str] = None):
@@ -213,10 +262,10 @@ class StepGuard(tf.Module):
     x_finite: tf.Tensor,
     targets_finite: tf.Tensor,
     loss_finite: tf.Tensor,
-    gradients_finite: tf.Tensor,
+    update_finite: tf.Tensor,
   ) -> None:
     """Records the first failed check of a step that was not applied."""
-    checks = (x_finite, targets_finite, loss_finite, gradients_finite)
+    checks = (x_finite, targets_finite, loss_finite, update_finite)
     cause = tf.constant(0, tf.int32)
     # Only the first failure: NaN data make the loss and gradients NaN too.
     for index in reversed(range(len(checks))):

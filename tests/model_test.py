@@ -27,6 +27,23 @@ def _net(in_dim=2, out_dim=1, activation="tanh", seed=0):
   )
 
 
+class _NanGradientShift(keras.layers.Layer):
+  """Adds a scalar weight (zero) to its input; the weight's gradient is NaN."""
+
+  def build(self, input_shape):
+    self.shift = self.add_weight(shape=(), initializer="zeros")
+
+  def call(self, inputs):
+    @tf.custom_gradient
+    def shift(x, s):
+      def gradient(dy):
+        return dy, tf.constant(np.nan, dy.dtype)
+
+      return x + s, gradient
+
+    return shift(inputs, tf.convert_to_tensor(self.shift))
+
+
 def _data(num=64, seed=0):
   """f(x) = sin(x0) cos(x1) with its gradient and Hessian, float32."""
   x = np.random.default_rng(seed).uniform(-2, 2, (num, 2)).astype("float32")
@@ -597,6 +614,25 @@ class ReliabilityTest(tf.test.TestCase, parameterized.TestCase):
     ):
       model.fit(dataset, epochs=1, verbose=0)
     self._assert_unchanged(model, before)
+
+  @parameterized.parameters(False, True)
+  def test_nan_gradients_of_a_finite_loss_skip_and_raise(self, jit):
+    # The loss is finite; one weight's gradient is NaN (outside XLA the
+    # gradients are checked, under XLA the update Adam writes).
+    x, y = _data()
+    model = model_lib.SobolevModel(
+      keras.Sequential([keras.Input((2,)), _NanGradientShift(), _net()]),
+      order=1,
+    )
+    model.compile(optimizer="adam", jit_compile=jit)
+    model.build((None, 2))
+    before = self._weights(model)
+    with self.assertRaisesRegex(
+      ValueError, r"batch 0 because the gradients or the update hold NaN"
+    ):
+      model.fit(x, _targets(y, 1), batch_size=16, verbose=0)
+    self._assert_unchanged(model, before)
+    self.assertEqual(int(model.optimizer.iterations.numpy()), 0)
 
   def test_all_dropped_batch_does_not_count(self):
     x, y = _data(num=32)

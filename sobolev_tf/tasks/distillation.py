@@ -187,15 +187,11 @@ class Distiller:
     variables = self.student.trainable_variables
     gradients = tape.gradient(losses.total, variables)
     loss_finite = tf.math.is_finite(losses.total)
-    gradients_finite = training.all_finite(gradients)
-    finite = training.finite_everywhere(loss_finite & gradients_finite)
-    training.apply_if_finite(self.optimizer, gradients, variables, finite)
+    finite, update_finite = training.apply_if_finite(
+      self.optimizer, gradients, variables, loss_finite
+    )
     self.guard.record(
-      finite,
-      tf.constant(True),
-      tf.constant(True),
-      loss_finite,
-      gradients_finite,
+      finite, tf.constant(True), tf.constant(True), loss_finite, update_finite
     )
     scale = distribute_utils.replica_scale()
     return {
