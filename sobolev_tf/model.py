@@ -61,9 +61,7 @@ class SobolevModel(keras.Model):
 
   Non-finite steps: a training step whose input, targets (under
   `nonfinite_targets="raise"`), loss or gradients hold NaN or Inf is not
-  applied, in every execution mode, XLA included (under XLA, the check is
-  on the weights and optimiser slots the update writes: see
-  `training.apply_if_finite`); `fit` and `evaluate`
+  applied, in every execution mode, XLA included; `fit` and `evaluate`
   then raise a `ValueError` naming the cause.
 
   Example:
@@ -210,7 +208,7 @@ class SobolevModel(keras.Model):
     # to handle: it skips the step and halves the scale.
     if self._loss_scale is not None:
       loss_finite = tf.constant(True)
-    finite, update_finite = training_lib.apply_if_finite(
+    finite, gradients_finite = training_lib.apply_if_finite(
       self.optimizer,
       gradients,
       variables,
@@ -218,7 +216,7 @@ class SobolevModel(keras.Model):
       check_update=self._loss_scale is None,
     )
     self.guard.record(
-      finite, x_finite, losses.targets_finite, loss_finite, update_finite
+      finite, x_finite, losses.targets_finite, loss_finite, gradients_finite
     )
     return self._update_metrics(
       x, losses, finite & tf.math.is_finite(losses.total)

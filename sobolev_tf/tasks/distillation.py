@@ -187,11 +187,15 @@ class Distiller:
     variables = self.student.trainable_variables
     gradients = tape.gradient(losses.total, variables)
     loss_finite = tf.math.is_finite(losses.total)
-    finite, update_finite = training.apply_if_finite(
+    finite, gradients_finite = training.apply_if_finite(
       self.optimizer, gradients, variables, loss_finite
     )
     self.guard.record(
-      finite, tf.constant(True), tf.constant(True), loss_finite, update_finite
+      finite,
+      tf.constant(True),
+      tf.constant(True),
+      loss_finite,
+      gradients_finite,
     )
     scale = distribute_utils.replica_scale()
     return {
