@@ -8,12 +8,13 @@ off: the milliseconds of one training step (value MSE + full first-order
 Jacobian MSE, Adam) with the Jacobian built by
 
 * `reverse`: `derivatives.value_and_jacobian(mode="reverse")`, one VJP per
-  output coordinate, unrolled;
+  output coordinate, unrolled (under XLA with several outputs, run as one
+  vectorised pass);
 * `forward`: `mode="forward"`, one JVP per input coordinate (under XLA the
   derivative of a VJP);
 * `auto`: the library's choice (`derivatives.choose_jacobian_mode`);
-* `vectorized`: not a library mode, the reference the choice is checked
-  against: `tf.vectorized_map` of the VJP over the output basis (what
+* `vectorized`: not a library mode, a reference: `tf.vectorized_map` of
+  the VJP over the output basis (what
   `GradientTape.batch_jacobian` does with `pfor`, and what `jax.vmap` of
   `jax.vjp` does).
 

@@ -1,6 +1,7 @@
 """Tests for sobolev_tf.derivatives."""
 
 import itertools
+from unittest import mock
 
 from absl.testing import parameterized
 import keras
@@ -563,6 +564,97 @@ class CompilationTest(tf.test.TestCase, parameterized.TestCase):
         derivatives.vector_jacobian_product(self.model, self.x, self.v1),
         derivatives.projected_hessian(self.model, self.x, self.v1, self.v2),
       )
+    )
+
+
+class VectorisedReverseModeTest(tf.test.TestCase, parameterized.TestCase):
+  """Under XLA, reverse mode with several outputs runs as one `pfor` pass."""
+
+  def _net(self, activation, in_shape, out_shape):
+    keras.utils.set_random_seed(3)
+    layers = [keras.Input(in_shape, dtype="float64")]
+    if len(in_shape) > 1:
+      layers.append(keras.layers.Flatten(dtype="float64"))
+    layers += [
+      keras.layers.Dense(8, activation=activation, dtype="float64"),
+      keras.layers.Dense(_size(out_shape), dtype="float64"),
+      keras.layers.Reshape(out_shape, dtype="float64"),
+    ]
+    return keras.Sequential(layers)
+
+  def _jacobian_and_weight_gradients(self, net, x):
+    with tf.GradientTape() as tape:
+      y, jacobian = derivatives.value_and_jacobian(net, x, mode="reverse")
+      loss = tf.reduce_sum(tf.square(jacobian)) + tf.reduce_sum(y)
+    return jacobian, tape.gradient(loss, net.trainable_variables)
+
+  @parameterized.product(
+    activation=("relu", "tanh", "softplus"),
+    shapes=(((3,), (4,)), ((2, 2), (2, 3))),
+  )
+  def test_matches_the_unrolled_products(self, activation, shapes):
+    in_shape, out_shape = shapes
+    net = self._net(activation, in_shape, out_shape)
+    x = _inputs(in_shape)
+    expected = self._jacobian_and_weight_gradients(net, x)  # Eager: unrolled.
+    with mock.patch.object(
+      derivatives.pfor_ops,
+      "_pfor_impl",
+      wraps=derivatives.pfor_ops._pfor_impl,
+    ) as pfor:
+      actual = tf.function(
+        self._jacobian_and_weight_gradients, jit_compile=True
+      )(net, x)
+    pfor.assert_called_once()
+    self.assertEqual(actual[0].shape, (x.shape[0],) + out_shape + in_shape)
+    tf.nest.map_structure(
+      lambda a, e: self.assertAllClose(a, e, atol=ROUND_OFF, rtol=ROUND_OFF),
+      actual,
+      expected,
+    )
+
+  def test_batch_and_weights_stay_arguments_of_the_program(self):
+    # Through a function boundary (tf.vectorized_map), XLA would take the
+    # batch as a compile-time constant with ReLU and compile every step.
+    net = self._net("relu", (3,), (4,))
+    optimizer = keras.optimizers.SGD(0.1)
+    optimizer.build(net.trainable_variables)
+    x = _inputs((3,), batch=5)
+
+    @tf.function(jit_compile=True)
+    def step(x):
+      jacobian, gradients = self._jacobian_and_weight_gradients(net, x)
+      optimizer.apply(gradients, net.trainable_variables)
+      return jacobian
+
+    hlo = step.experimental_get_compiler_ir(x)(stage="hlo")
+    entry = hlo[hlo.index("ENTRY") :].split("\n", 1)[0]
+    self.assertIn("f64[5,3]", entry)  # The batch.
+    for variable in net.trainable_variables:
+      shape = ",".join(str(d) for d in variable.shape)
+      self.assertIn(f"f64[{shape}]", entry)
+    first = step(x)
+    second = step(x)  # New weights, same program.
+    self.assertNotAllClose(first, second)
+
+  def test_unconvertible_loop_falls_back_to_unrolled_products(self):
+    net = self._net("tanh", (3,), (4,))
+    x = _inputs((3,))
+    compute = tf.function(self._jacobian_and_weight_gradients, jit_compile=True)
+    expected = compute(net, x)
+
+    refuse = mock.Mock(
+      side_effect=ValueError("No pfor vectorization defined for SomeOp")
+    )
+    with mock.patch.object(derivatives.pfor_ops, "_pfor_impl", refuse):
+      actual = tf.function(
+        self._jacobian_and_weight_gradients, jit_compile=True
+      )(net, x)
+    refuse.assert_called_once()
+    tf.nest.map_structure(
+      lambda a, e: self.assertAllClose(a, e, atol=ROUND_OFF, rtol=ROUND_OFF),
+      actual,
+      expected,
     )
 
 

@@ -156,7 +156,7 @@ class ApplyIfFiniteTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(variable.numpy(), [1.0, 2.0])
 
   def test_one_replicas_nan_skips_every_replica(self):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = testing.mirrored_strategy()
     with strategy.scope():
       variable = tf.Variable([1.0, 2.0])
       optimizer = keras.optimizers.Adam(0.1)
