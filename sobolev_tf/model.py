@@ -213,7 +213,7 @@ class SobolevModel(keras.Model):
       gradients,
       variables,
       x_finite & losses.targets_finite & loss_finite,
-      check_update=self._loss_scale is None,
+      check_gradients=self._loss_scale is None,
     )
     self.guard.record(
       finite, x_finite, losses.targets_finite, loss_finite, gradients_finite

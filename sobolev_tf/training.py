@@ -123,11 +123,11 @@ def apply_if_finite(
   gradients: List[tf.Tensor],
   variables: List[tf.Variable],
   finite: tf.Tensor,
-  check_update: bool = True,
+  check_gradients: bool = True,
 ) -> Tuple[tf.Tensor, tf.Tensor]:
   """`optimizer.apply(gradients, variables)` only if the step is finite.
 
-  The step is applied only if `finite` and, with `check_update`, the
+  The step is applied only if `finite` and, with `check_gradients`, the
   gradients are finite, on every replica. A skipped step leaves the
   weights, the optimiser's slots and its `iterations` as they were. The
   gradients are checked as given, then clipped across replicas
@@ -140,7 +140,7 @@ def apply_if_finite(
     variables: the variables they update.
     finite: scalar bool, this replica's verdict on the step's other checks
       (input, targets, loss).
-    check_update: whether to check the gradients (off when the optimiser
+    check_gradients: whether to check the gradients (off when the optimiser
       handles overflows itself, as `LossScaleOptimizer` does).
 
   Returns:
@@ -151,7 +151,7 @@ def apply_if_finite(
   if not optimizer.built:
     optimizer.build(variables)
   gradients_finite = (
-    all_finite(gradients) if check_update else tf.constant(True)
+    all_finite(gradients) if check_gradients else tf.constant(True)
   )
   applied = finite_everywhere(finite & gradients_finite)
   gradients = clip_across_replicas(optimizer, gradients)

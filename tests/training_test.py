@@ -121,8 +121,8 @@ class ApplyIfFiniteTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllEqual(a, b)
 
   @parameterized.parameters(*MODES)
-  def test_unchecked_update_is_applied(self, mode):
-    # check_update=False is for optimisers that handle overflows themselves.
+  def test_unchecked_gradients_are_applied(self, mode):
+    # check_gradients=False is for optimisers that handle overflows themselves.
     optimizer = keras.optimizers.SGD(1.0)
     variable = tf.Variable([1.0, 2.0])
 
@@ -132,7 +132,7 @@ class ApplyIfFiniteTest(tf.test.TestCase, parameterized.TestCase):
         [tf.constant([np.inf, 1.0])],
         [variable],
         tf.constant(True),
-        check_update=False,
+        check_gradients=False,
       )
 
     applied, _ = _run(mode, step)
