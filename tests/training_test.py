@@ -12,7 +12,8 @@ testing.configure_logical_cpus(2)
 
 # How a step is traced: eagerly, as a graph, or compiled by XLA (where the
 # update always runs and a select undoes it).
-MODES = (("eager",), ("graph",), ("xla",))
+MODE_NAMES = ("eager", "graph", "xla")
+MODES = tuple((mode,) for mode in MODE_NAMES)
 
 OPTIMIZERS = {
   "adam": lambda: keras.optimizers.Adam(0.1),
@@ -43,8 +44,12 @@ class ApplyIfFiniteTest(tf.test.TestCase, parameterized.TestCase):
     # One finite step first, so that the slots hold something to keep.
     optimizer.apply([tf.ones_like(v) for v in variables], variables)
 
+  def _assert_state_is(self, optimizer, variables, before):
+    for a, b in zip(_state(optimizer, variables), before, strict=True):
+      self.assertAllEqual(a, b)
+
   @parameterized.product(
-    mode=("eager", "graph", "xla"),
+    mode=MODE_NAMES,
     optimizer=tuple(OPTIMIZERS),
     bad=(np.nan, np.inf, -np.inf),
   )
@@ -66,13 +71,10 @@ class ApplyIfFiniteTest(tf.test.TestCase, parameterized.TestCase):
     applied, gradients_finite = _run(mode, step)
     self.assertFalse(applied)
     self.assertFalse(gradients_finite)
-    for a, b in zip(_state(optimizer, variables), before, strict=True):
-      self.assertAllEqual(a, b)
+    self._assert_state_is(optimizer, variables, before)
     self.assertEqual(int(optimizer.iterations.numpy()), 1)
 
-  @parameterized.product(
-    mode=("eager", "graph", "xla"), optimizer=tuple(OPTIMIZERS)
-  )
+  @parameterized.product(mode=MODE_NAMES, optimizer=tuple(OPTIMIZERS))
   def test_finite_step_is_the_optimisers(self, mode, optimizer):
     gradients = [
       tf.constant([[0.1, 0.2], [-0.4, 0.3]]),
@@ -117,8 +119,7 @@ class ApplyIfFiniteTest(tf.test.TestCase, parameterized.TestCase):
     applied, gradients_finite = _run(mode, step)
     self.assertFalse(applied)
     self.assertTrue(gradients_finite)
-    for a, b in zip(_state(optimizer, variables), before, strict=True):
-      self.assertAllEqual(a, b)
+    self._assert_state_is(optimizer, variables, before)
 
   @parameterized.parameters(*MODES)
   def test_unchecked_gradients_are_applied(self, mode):
