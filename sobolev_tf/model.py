@@ -190,6 +190,7 @@ class SobolevModel(keras.Model):
       derivative_scale=self._loss_scale,
     )
 
+  @training_lib.xla_cpu_matmul_gradients()
   def train_step(self, data):
     """One optimiser step on the Sobolev objective, skipped if not finite."""
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

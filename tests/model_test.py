@@ -3,6 +3,7 @@
 import glob
 import os
 import tempfile
+from unittest import mock
 
 from absl.testing import parameterized
 import keras
@@ -12,6 +13,7 @@ import tensorflow as tf
 
 from sobolev_tf import model as model_lib
 from sobolev_tf import testing
+from sobolev_tf import training as training_lib
 
 testing.configure_logical_cpus(2)
 
@@ -135,6 +137,33 @@ class SobolevModelTest(tf.test.TestCase, parameterized.TestCase):
       weights.append(model.get_weights())
     for graph, other in zip(*weights, strict=True):
       self.assertAllClose(graph, other, atol=1e-5)
+
+  def test_xla_matches_graph_training_with_narrow_kernel_gradients(self):
+    # Three outputs: the last kernel's gradient [16, 3] is narrow, which
+    # training.xla_cpu_matmul_gradients computes transposed under XLA. (Full
+    # mode: stochastic directions are drawn by another algorithm in XLA.)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (64, 4)).astype("float32")
+    targets = {
+      "value": np.sin(x[:, :3]),
+      "d1": np.broadcast_to(np.cos(x)[:, None, :], (64, 3, 4)).copy(),
+    }
+    weights = []
+    for jit_compile in (False, True):
+      model = model_lib.SobolevModel(_net(4, 3, seed=5), order=1)
+      model.compile(
+        optimizer=keras.optimizers.SGD(0.05), jit_compile=jit_compile
+      )
+      with mock.patch.object(
+        training_lib,
+        "_transposed_if_narrow",
+        wraps=training_lib._transposed_if_narrow,  # pylint: disable=protected-access
+      ) as rewrite:
+        model.fit(x, targets, batch_size=16, epochs=2, verbose=0, shuffle=False)
+      self.assertEqual(rewrite.called, jit_compile)
+      weights.append(model.get_weights())
+    for graph, xla in zip(*weights, strict=True):
+      self.assertAllClose(graph, xla, atol=1e-5)
 
   def test_tf_data_input_and_sample_weights(self):
     x, y = _data()

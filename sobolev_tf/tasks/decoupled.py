@@ -36,6 +36,7 @@ import tensorflow as tf
 from sobolev_tf import derivatives
 from sobolev_tf import distribute_utils
 from sobolev_tf import objective as objective_lib
+from sobolev_tf import training
 from sobolev_tf.layers import synthetic_gradients as sg_layers
 from sobolev_tf.tasks import synthetic_gradients as sg
 
@@ -203,6 +204,7 @@ class DecoupledClassifier(snt.Module):
       lambda a: module(a, labels)[:, None], h, targets, training=True
     ).total
 
+  @training.xla_cpu_matmul_gradients()
   def train_step(self, batch: Tuple[tf.Tensor, tf.Tensor]) -> Dict[str, Any]:
     """One step of every stage and every SG module; returns scalar logs."""
     images, labels = batch

@@ -172,6 +172,7 @@ class Distiller:
     self.guard = training.StepGuard()
     self._seed = seed
 
+  @training.xla_cpu_matmul_gradients()
   def train_step(self, frames: tf.Tensor) -> Dict[str, tf.Tensor]:
     """One Adam step on a batch of recorded states; returns the terms."""
     # Derivatives are taken with respect to the frames as floats (0 to 255).
