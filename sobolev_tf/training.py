@@ -32,8 +32,9 @@ from sobolev_tf import distribute_utils
 from sobolev_tf import execution
 
 # The widest product result that `xla_cpu_matmul_gradients` computes
-# transposed (measured: 1.1-19x faster from 2 to 16 columns, slower from
-# 32 columns on some shapes).
+# transposed: faster from 2 to 16 columns on every measured shape
+# (`benchmarks/narrow_gradients_benchmark.py`); from 32 columns some shapes
+# ran slower transposed (0.55-0.79x in a probe of the bare product).
 NARROW_COLUMNS = 16
 
 
@@ -282,15 +283,16 @@ def xla_cpu_matmul_gradients() -> Iterator[None]:
   """While tracing a step: narrow `MatMul` gradients in XLA:CPU's fast layout.
 
   The gradient of a `MatMul` with respect to a weight is a product whose
-  first operand is transposed, `a^T @ g`. XLA:CPU runs that product up to
-  19x slower when its result is narrow (2 to 16 columns, e.g. the kernel of
-  a layer with few outputs, `[256, 8]`: about 10x) than the same product
+  first operand is transposed, `a^T @ g`. XLA:CPU runs that product
+  several times slower when its result is narrow (2 to 16 columns, e.g.
+  the `[256, 8]` kernel of a layer with 8 outputs) than the same product
   computed as `(g^T @ a)^T`, and it folds a plain transpose back into the
-  slow form. Within this context, on a host with no accelerator, the
-  gradients of `MatMul`s traced for XLA compute such products transposed,
-  behind an optimisation barrier: the same values (up to the order of the
-  sums). Elsewhere (eagerly, without XLA, on GPU or TPU hosts) gradients
-  are TensorFlow's own.
+  slow form (the whole gradient: 1.05-13x faster transposed,
+  `benchmarks/narrow_gradients_benchmark.py`). Within this context, on a
+  host with no accelerator, the gradients of `MatMul`s traced for XLA
+  compute such products transposed, behind an optimisation barrier: the
+  same values (up to the order of the sums). Elsewhere (eagerly, without
+  XLA, on GPU or TPU hosts) gradients are TensorFlow's own.
 
   TensorFlow has no public hook for one op's gradient under a
   `GradientTape`, so this swaps the `MatMul` entry of its gradient
