@@ -287,7 +287,7 @@ def xla_cpu_matmul_gradients() -> Iterator[None]:
   several times slower when its result is narrow (2 to 16 columns, e.g.
   the `[256, 8]` kernel of a layer with 8 outputs) than the same product
   computed as `(g^T @ a)^T`, and it folds a plain transpose back into the
-  slow form (the whole gradient: 1.05-13x faster transposed,
+  slow form (the whole gradient: 1.1-12x faster transposed,
   `benchmarks/narrow_gradients_benchmark.py`). Within this context, on a
   host with no accelerator, the gradients of `MatMul`s traced for XLA
   compute such products transposed, behind an optimisation barrier: the
