@@ -178,22 +178,14 @@ def main(argv: Sequence[str]) -> None:
       times = measure(shape, xla)
       lines.append("| " + " | ".join(_row(shape, xla, times)) + " |")
       logging.info(lines[-1])
-  text = "\n".join(
-    [
-      "# Full-Jacobian modes by shape",
-      "",
-      *report.environment(load_before),
-      f"- {_STEPS.value} steps per repeat in one tf.function loop, "
-      f"{_REPEATS.value} repeats after one warm-up; medians, ms per step",
-      "",
-      *lines,
-      "",
-    ]
+  report.publish_table(
+    "Full-Jacobian modes by shape",
+    load_before,
+    f"- {_STEPS.value} steps per repeat in one tf.function loop, "
+    f"{_REPEATS.value} repeats after one warm-up; medians, ms per step",
+    lines,
+    _OUTPUT.value,
   )
-  print(text)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "w") as file:
-      file.write(text)
 
 
 def _parsed_main(argv: Sequence[str]) -> None:

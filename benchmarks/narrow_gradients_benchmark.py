@@ -118,22 +118,14 @@ def main(argv: Sequence[str]) -> None:
       f"{tensorflow:.1f} | {library:.1f} | {tensorflow / library:.2f} |"
     )
     logging.info(lines[-1])
-  text = "\n".join(
-    [
-      "# Kernel gradients by shape under XLA:CPU",
-      "",
-      *report.environment(load_before),
-      f"- {_STEPS.value} gradients per call in one XLA loop, "
-      f"{_REPEATS.value} calls after one warm-up; medians",
-      "",
-      *lines,
-      "",
-    ]
+  report.publish_table(
+    "Kernel gradients by shape under XLA:CPU",
+    load_before,
+    f"- {_STEPS.value} gradients per call in one XLA loop, "
+    f"{_REPEATS.value} calls after one warm-up; medians",
+    lines,
+    _OUTPUT.value,
   )
-  print(text)
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, "w") as file:
-      file.write(text)
 
 
 def _parsed_main(argv: Sequence[str]) -> None:

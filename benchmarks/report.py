@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 from typing import List
+from typing import Optional
 from typing import Sequence
 
 import jax
@@ -99,6 +100,31 @@ def environment(load_before: str) -> List[str]:
     "default, from the CPUs); JAX XLA:CPU default; JAX devices "
     f"{[str(device) for device in jax.devices()]}",
   ]
+
+
+def publish_table(
+  title: str,
+  load_before: str,
+  settings: str,
+  table: Sequence[str],
+  output: Optional[str],
+) -> None:
+  """Prints a titled Markdown table with the environment; writes it too.
+
+  Args:
+    title: the document's title.
+    load_before: `load_average()` before the measurement.
+    settings: one Markdown bullet on how it was measured.
+    table: the table's lines.
+    output: a file to write, or None.
+  """
+  text = "\n".join(
+    [f"# {title}", "", *environment(load_before), settings, "", *table, ""]
+  )
+  print(text)
+  if output:
+    with open(output, "w") as file:
+      file.write(text)
 
 
 def header(steps: int, repeats: int, load_before: str, method: str) -> str:
