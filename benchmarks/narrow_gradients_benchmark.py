@@ -112,7 +112,7 @@ def main(argv: Sequence[str]) -> None:
     for run in runs:
       run().numpy()  # Compiles.
     tensorflow, library = (_microseconds(run) for run in runs)
-    rewritten = 1 < columns <= training.NARROW_COLUMNS and columns < rows
+    rewritten = training.is_narrow(rows, columns)
     lines.append(
       f"| {batch} | {rows}×{columns} | {'yes' if rewritten else 'no'} | "
       f"{tensorflow:.1f} | {library:.1f} | {tensorflow / library:.2f} |"

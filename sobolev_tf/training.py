@@ -304,9 +304,6 @@ def xla_cpu_matmul_gradients() -> Iterator[None]:
   Yields:
     Nothing; trace the step's forward pass and `tape.gradient` inside.
   """
-  if not execution.on_cpu_only():
-    yield
-    return
   _MATMUL_GRADIENT.enter()
   try:
     yield
@@ -318,6 +315,7 @@ class _MatMulGradientSwap:
   """Swaps the registered `MatMul` gradient while any thread needs it."""
 
   def __init__(self):
+    self._registry = ops._gradient_registry._registry  # pylint: disable=protected-access
     self._lock = threading.Lock()
     self._users = 0
     self._saved = None
@@ -325,26 +323,35 @@ class _MatMulGradientSwap:
   def enter(self) -> None:
     with self._lock:
       if not self._users:
-        registry = ops._gradient_registry._registry  # pylint: disable=protected-access
-        self._saved = registry["MatMul"]
+        self._saved = self._registry["MatMul"]
         tensorflow_gradient = self._saved["type"]
 
         def gradient(op, grad):
           gradients = tensorflow_gradient(op, grad)
-          if not derivatives.in_xla_context():
+          # Asked while tracing for XLA only, off eager steps' path.
+          if not derivatives.in_xla_context() or not execution.on_cpu_only():
             return gradients
           return type(gradients)(_transposed_if_narrow(g) for g in gradients)
 
-        registry["MatMul"] = dict(self._saved, type=gradient)
+        self._registry["MatMul"] = dict(self._saved, type=gradient)
       self._users += 1
 
   def exit(self) -> None:
     with self._lock:
       self._users -= 1
       if not self._users:
-        registry = ops._gradient_registry._registry  # pylint: disable=protected-access
-        registry["MatMul"] = self._saved
+        self._registry["MatMul"] = self._saved
         self._saved = None
+
+
+def is_narrow(rows: Optional[int], columns: Optional[int]) -> bool:
+  """Whether `xla_cpu_matmul_gradients` transposes `[rows, columns]`."""
+  return (
+    rows is not None
+    and columns is not None
+    and 1 < columns <= NARROW_COLUMNS
+    and columns < rows
+  )
 
 
 def _transposed_if_narrow(product: Optional[tf.Tensor]) -> Optional[tf.Tensor]:
@@ -352,14 +359,7 @@ def _transposed_if_narrow(product: Optional[tf.Tensor]) -> Optional[tf.Tensor]:
   if product is None or product.op.type != "MatMul":
     return product
   op = product.op
-  rows, columns = product.shape
-  if (
-    not op.get_attr("transpose_a")
-    or rows is None
-    or columns is None
-    or not 1 < columns <= NARROW_COLUMNS
-    or columns >= rows
-  ):
+  if not op.get_attr("transpose_a") or not is_narrow(*product.shape):
     return product
   a, b = op.inputs
   transposed = tf.matmul(b, a, transpose_a=not op.get_attr("transpose_b"))
