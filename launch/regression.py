@@ -54,6 +54,7 @@ from launch import regression_report
 from sobolev_tf.tasks import functions
 from sobolev_tf.tasks import regression
 from sobolev_tf.tasks import regression_task
+from sobolev_tf.tasks import surfaces
 
 FLAGS = flags.FlagValues()
 _FUNCTIONS = flags.DEFINE_list(
@@ -226,7 +227,7 @@ def figure3_panels(
         return []
       network = keras.saving.load_model(path)
       panels.append(
-        (f"{method}, {size} points", *regression.grid_values(network, function))
+        (f"{method}, {size} points", *surfaces.grid_values(network, function))
       )
   return panels
 
@@ -234,7 +235,7 @@ def figure3_panels(
 def _true_grid(function: functions.BenchmarkFunction):
   inputs = keras.Input((2,))
   network = keras.Model(inputs, keras.layers.Lambda(function.value)(inputs))
-  return regression.grid_values(network, function)
+  return surfaces.grid_values(network, function)
 
 
 def main(argv: List[str]) -> None:

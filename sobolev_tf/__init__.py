@@ -9,22 +9,22 @@ from sobolev_tf.balance import RunningLoss
 from sobolev_tf.balance import TargetScale
 from sobolev_tf.config import SobolevConfig
 from sobolev_tf.derivatives import hessian
-from sobolev_tf.derivatives import hessian_vector_products
 from sobolev_tf.derivatives import jacobian
-from sobolev_tf.derivatives import project_hessian
-from sobolev_tf.derivatives import project_jacobian
-from sobolev_tf.derivatives import projected_hessian
-from sobolev_tf.derivatives import sample_directions
 from sobolev_tf.derivatives import value_and_derivatives
 from sobolev_tf.derivatives import value_and_jacobian
 from sobolev_tf.derivatives import value_and_jacobian_vector_products
-from sobolev_tf.derivatives import value_and_projected_derivatives
-from sobolev_tf.derivatives import vector_jacobian_product
+from sobolev_tf.finite_updates import apply_if_finite
 from sobolev_tf.model import SobolevModel
 from sobolev_tf.objective import SobolevLosses
 from sobolev_tf.objective import SobolevObjective
 from sobolev_tf.objective import derivative_spread
-from sobolev_tf.training import apply_if_finite
+from sobolev_tf.projections import hessian_vector_products
+from sobolev_tf.projections import project_hessian
+from sobolev_tf.projections import project_jacobian
+from sobolev_tf.projections import projected_hessian
+from sobolev_tf.projections import sample_directions
+from sobolev_tf.projections import value_and_projected_derivatives
+from sobolev_tf.projections import vector_jacobian_product
 
 __version__ = "0.1.0"
 

@@ -42,7 +42,7 @@ import tensorflow as tf
 from sobolev_tf import distribute_utils
 from sobolev_tf import targets as targets_lib
 
-LossFn = Callable[[targets_lib.Term, Optional[tf.Tensor]], tf.Tensor]
+LossFn = Callable[[targets_lib.Target, Optional[tf.Tensor]], tf.Tensor]
 
 
 def _blend(old, new, decay, seen):
@@ -80,12 +80,12 @@ class Balance(keras.layers.Layer):
     setattr(self, name, variable)
     return variable
 
-  def _stat(self, key: str, kind: str) -> keras.Variable:
-    return getattr(self, f"{key}_{kind}")
+  def _stat(self, key: str, statistic: str) -> keras.Variable:
+    return getattr(self, f"{key}_{statistic}")
 
   def normalized(
     self,
-    terms: Dict[str, targets_lib.Term],
+    terms: Dict[str, targets_lib.Target],
     raw: Dict[str, tf.Tensor],
     loss_fn: LossFn,
     update: bool,
@@ -161,12 +161,12 @@ class TargetScale(Balance):
       normalized[key] = loss_fn(terms[key], tf.stop_gradient(scale))
     return normalized
 
-  def _batch_moments(self, terms: Dict[str, targets_lib.Term]) -> list:
+  def _batch_moments(self, terms: Dict[str, targets_lib.Target]) -> list:
     """Global `(count, center, moment)` of each scaled term's targets."""
     sums = []
     for key in self.scaled_keys:
       term = terms[key]
-      target = tf.cast(tf.stop_gradient(term.target), tf.float32)
+      target = tf.cast(tf.stop_gradient(term.values), tf.float32)
       weight = tf.ones_like(target)
       if term.mask is not None:
         weight *= term.mask

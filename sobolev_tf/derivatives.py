@@ -1,4 +1,4 @@
-"""Input derivatives of batched differentiable functions.
+"""Full input derivatives of batched differentiable functions.
 
 Every function here takes a callable `fn` that maps a batch `x` of shape
 `[B, in...]` to a batch `y` of shape `[B, out...]`, with examples independent of
@@ -16,26 +16,22 @@ product), one per output or input coordinate. Unlike
 loops compile quickly under XLA and inside an outer tape. The exception is a
 first-order reverse-mode Jacobian of several outputs under XLA: its
 vector-Jacobian products run as one vectorised pass, as `jax.vmap` runs
-them (see `value_and_jacobian`). Projected derivatives cost one product per
-direction, whatever the sizes.
+them (see `value_and_jacobian`). Derivatives along given or random
+directions, which never build a full Jacobian, are in `projections`.
 """
 
 from typing import Callable
 from typing import List
-from typing import Optional
-from typing import Sequence
 from typing import Tuple
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.python.framework import ops
-from tensorflow.python.ops import control_flow_util
-from tensorflow.python.ops.parallel_for import control_flow_ops as pfor_ops
+
+from sobolev_tf import private_api
 
 JACOBIAN_MODES = ("auto", "reverse", "forward")
 
 BatchFn = Callable[[tf.Tensor], tf.Tensor]
-DirectionPair = Tuple[Sequence[tf.Tensor], Optional[Sequence[tf.Tensor]]]
 
 
 def check_input(x: tf.Tensor) -> tf.Tensor:
@@ -55,7 +51,8 @@ def check_input(x: tf.Tensor) -> tf.Tensor:
   return x
 
 
-def _check_output(y, what: str = "fn(x)") -> tf.Tensor:
+def check_output(y, what: str = "fn(x)") -> tf.Tensor:
+  """`y`, failing clearly unless it is one tensor (not several outputs)."""
   if isinstance(y, (list, tuple, dict)):
     raise ValueError(
       f"Expected {what} to be a single tensor [B, out...]; derivatives are "
@@ -66,7 +63,8 @@ def _check_output(y, what: str = "fn(x)") -> tf.Tensor:
   return y
 
 
-def _static_size(shape: tf.TensorShape, what: str) -> int:
+def static_size(shape: tf.TensorShape, what: str) -> int:
+  """The number of entries of a non-batch `shape`, which must be static."""
   if not shape.is_fully_defined():
     raise ValueError(
       f"The non-batch shape of {what} must be known statically to build its "
@@ -123,11 +121,11 @@ def choose_jacobian_mode(input_size: int, output_size: int) -> str:
   """
   if tf.executing_eagerly():
     return "reverse"
-  forward_cost = 2 * input_size if in_xla_context() else input_size
+  forward_cost = 2 * input_size if private_api.in_xla_context() else input_size
   return "forward" if output_size > forward_cost else "reverse"
 
 
-def _basis(
+def basis(
   index: int,
   size: int,
   batch_shape: tf.Tensor,
@@ -176,16 +174,16 @@ def _value_and_jacobian(
   _check_mode(mode)
   x = check_input(x)
   in_shape = x.shape[1:]
-  in_size = _static_size(in_shape, "x")
+  in_size = static_size(in_shape, "x")
   batch_shape = tf.shape(x)[:1]
   if mode == "forward":
     return _forward_jacobian(fn, x, in_shape, in_size, batch_shape)
 
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(x)
-    y = _check_output(fn(x))
+    y = check_output(fn(x))
   out_shape = y.shape[1:]
-  out_size = _static_size(out_shape, "fn(x)")
+  out_size = static_size(out_shape, "fn(x)")
   if mode == "auto" and choose_jacobian_mode(in_size, out_size) == "forward":
     del tape
     return _forward_jacobian(fn, x, in_shape, in_size, batch_shape)
@@ -194,12 +192,12 @@ def _value_and_jacobian(
     return tape.gradient(
       y,
       x,
-      output_gradients=_basis(k, out_size, batch_shape, out_shape, y.dtype),
+      output_gradients=basis(k, out_size, batch_shape, out_shape, y.dtype),
       unconnected_gradients="zero",
     )
 
   jacobian = None
-  if vectorize and out_size > 1 and in_xla_context():
+  if vectorize and out_size > 1 and private_api.in_xla_context():
     jacobian = _vectorized_rows(row, out_size)
   if jacobian is None:
     jacobian = tf.stack([row(k) for k in range(out_size)], axis=1)
@@ -212,19 +210,11 @@ def _value_and_jacobian(
 def _vectorized_rows(row: Callable[[tf.Tensor], tf.Tensor], size: int):
   """`row(k)` for k < size stacked on axis 1 by `pfor`; None if it cannot.
 
-  `pfor`'s own entry points wrap the loop in a `tf.function` under XLA, and
-  through that call's boundary XLA takes the loop's inputs (the batch, the
-  weights) as compile-time constants when an op needs a constant operand
-  (the multiples of a `Tile` `pfor` adds for `ReluGrad`, in the outer
-  gradient): the program is compiled again at every step. The
-  implementation it wraps converts the loop in place. A loop it cannot
-  convert (an op without a `pfor` converter) is stacked instead.
+  A loop `pfor` cannot convert (an op without a converter) is stacked by
+  the caller instead (`private_api.vectorized_loop`).
   """
-  try:
-    rows = pfor_ops._pfor_impl(  # pylint: disable=protected-access
-      row, size, fallback_to_while_loop=False
-    )
-  except ValueError:
+  rows = private_api.vectorized_loop(row, size)
+  if rows is None:
     return None
   rank = rows.shape.rank
   return tf.transpose(rows, [1, 0] + list(range(2, rank)))
@@ -237,13 +227,13 @@ def _forward_jacobian(
   in_size: int,
   batch_shape: tf.Tensor,
 ) -> Tuple[tf.Tensor, tf.Tensor]:
-  if in_xla_context():
+  if private_api.in_xla_context():
     # Under XLA, ForwardAccumulator's products compile into a program that
     # runs ~500 times slower as soon as the same program also updates a
     # variable (an optimiser step); the double-backward products do not.
     tangents = tf.stack(
       [
-        _basis(i, in_size, batch_shape, in_shape, x.dtype)
+        basis(i, in_size, batch_shape, in_shape, x.dtype)
         for i in range(in_size)
       ],
       axis=1,
@@ -252,23 +242,14 @@ def _forward_jacobian(
   else:
     columns = []
     for i in range(in_size):
-      tangent = _basis(i, in_size, batch_shape, in_shape, x.dtype)
+      tangent = basis(i, in_size, batch_shape, in_shape, x.dtype)
       with tf.autodiff.ForwardAccumulator(x, tangent) as accumulator:
-        y = _check_output(fn(x))
+        y = check_output(fn(x))
       columns.append(accumulator.jvp(y, unconnected_gradients="zero"))
     jacobian = tf.stack(columns, axis=-1)  # [B, out..., in_size]
   out_shape = y.shape[1:]
   return y, tf.reshape(
     jacobian, tf.concat([batch_shape, out_shape, in_shape], 0)
-  )
-
-
-def in_xla_context() -> bool:
-  """Whether the function being traced will be compiled by XLA."""
-  # TensorFlow's own test for XLA contexts (control flow lowers with it).
-  graph = ops.get_default_graph()
-  return not tf.executing_eagerly() and bool(
-    control_flow_util.GraphOrParentsInXlaContext(graph)
   )
 
 
@@ -307,7 +288,7 @@ def value_and_derivatives(
       f"integer. Received: order={order}"
     )
   if order == 0:
-    return [_check_output(fn(x))]
+    return [check_output(fn(x))]
   if order == 1:
     return list(_value_and_jacobian(fn, x, mode, vectorize=True))
   lower = []
@@ -327,98 +308,6 @@ def value_and_derivatives(
 def hessian(fn: BatchFn, x: tf.Tensor, mode: str = "auto") -> tf.Tensor:
   """Per-example Hessian `[B, out..., in..., in...]` of `fn` at `x`."""
   return value_and_derivatives(fn, x, 2, mode)[2]
-
-
-def value_and_projected_derivatives(
-  fn: BatchFn,
-  x: tf.Tensor,
-  output_directions: Sequence[tf.Tensor],
-  input_directions: Optional[Sequence[tf.Tensor]] = None,
-) -> Tuple[tf.Tensor, List[tf.Tensor], List[tf.Tensor]]:
-  """Returns `fn(x)` and randomly projected first and second derivatives.
-
-  For each output direction `v1` (shape `[B, out...]`) the first-order
-  projection is the vector-Jacobian product `D_x <fn(x), v1>`; for each pair
-  `(v1, v2)` with `v2` of shape `[B, in...]` the second-order projection is
-  `D_x < D_x <fn(x), v1>, v2 >`, a Hessian-vector product of the scalar
-  `<fn(x), v1>`. All products share one forward pass (Figure 1 of the paper).
-
-  Args:
-    fn: batched callable, `[B, in...] -> [B, out...]`.
-    x: floating-point input batch, `[B, in...]`.
-    output_directions: `P` tensors of shape `[B, out...]`.
-    input_directions: `None` for first order only, or `P` tensors of shape
-      `[B, in...]`, one per output direction.
-
-  Returns:
-    `(y, first, second)`: `y = fn(x)`, `first` a list of `P` tensors
-    `[B, in...]` and `second` a list of `P` tensors `[B, in...]` (empty when
-    `input_directions` is `None`).
-
-  Raises:
-    ValueError: for a non-floating or unbatched `x`, or direction lists of
-      different lengths.
-  """
-  y, first, second, _ = projected_derivatives_with_sampler(
-    fn, x, lambda unused_y: (output_directions, input_directions)
-  )
-  return y, first, second
-
-
-def projected_derivatives_with_sampler(
-  fn: BatchFn, x: tf.Tensor, sample: Callable[[tf.Tensor], DirectionPair]
-) -> Tuple[tf.Tensor, List[tf.Tensor], List[tf.Tensor], DirectionPair]:
-  """`value_and_projected_derivatives` with directions drawn from `fn(x)`.
-
-  The output directions need the output's shape, known only after the
-  forward pass; `sample(y)` is called between the forward pass and the
-  products, so the pass is shared.
-
-  Args:
-    fn: batched callable, `[B, in...] -> [B, out...]`.
-    x: floating-point input batch, `[B, in...]`.
-    sample: maps `y = fn(x)` to `(output_directions, input_directions)` as
-      taken by `value_and_projected_derivatives`.
-
-  Returns:
-    `(y, first, second, directions)`, `directions` being what `sample`
-    returned, so that a teacher can be projected on the same ones.
-
-  Raises:
-    ValueError: as `value_and_projected_derivatives`.
-  """
-  x = check_input(x)
-  with tf.GradientTape(persistent=True) as outer_tape:
-    outer_tape.watch(x)
-    with tf.GradientTape(persistent=True) as inner_tape:
-      inner_tape.watch(x)
-      y = _check_output(fn(x))
-    output_directions, input_directions = sample(y)
-    if input_directions is not None and (
-      len(input_directions) != len(output_directions)
-    ):
-      raise ValueError(
-        "Expected one input direction per output direction. Received: "
-        f"{len(output_directions)} output and {len(input_directions)} "
-        "input directions."
-      )
-    first = [
-      inner_tape.gradient(
-        y, x, output_gradients=v1, unconnected_gradients="zero"
-      )
-      for v1 in output_directions
-    ]
-  del inner_tape
-  second = []
-  if input_directions is not None:
-    second = [
-      outer_tape.gradient(
-        g, x, output_gradients=v2, unconnected_gradients="zero"
-      )
-      for g, v2 in zip(first, input_directions, strict=True)
-    ]
-  del outer_tape
-  return y, first, second, (output_directions, input_directions)
 
 
 def value_and_jacobian_vector_products(
@@ -445,11 +334,11 @@ def value_and_jacobian_vector_products(
     ValueError: for a non-floating or unbatched `x`.
   """
   x = check_input(x)
-  count = _static_size(tangents.shape[1:2], "the number of tangents K")
+  count = static_size(tangents.shape[1:2], "the number of tangents K")
   with tf.GradientTape(persistent=True) as dual_tape:
     with tf.GradientTape() as tape:
       tape.watch(x)
-      y = _check_output(fn(x))
+      y = check_output(fn(x))
     cotangent = tf.zeros_like(y)
     dual_tape.watch(cotangent)
     pullback = tape.gradient(
@@ -466,157 +355,3 @@ def value_and_jacobian_vector_products(
   ]
   del dual_tape
   return y, tf.stack(jvps, axis=-1)  # [B, out..., K]
-
-
-def hessian_vector_products(
-  fn: BatchFn, x: tf.Tensor, tangents: tf.Tensor
-) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-  """Returns `fn(x)`, `J v` and `H v` for each direction `v` in `tangents`.
-
-  `H v` is the input gradient of each output's directional derivative: one
-  vector-Jacobian product per output coordinate and direction, never a
-  full Hessian.
-
-  Args:
-    fn: batched callable, `[B, in...] -> [B, out...]`.
-    x: floating-point input batch, `[B, in...]`.
-    tangents: directions in input space, `[B, K, in...]`, `K` static.
-
-  Returns:
-    `(y, jvps, hvps)`: `y` `[B, out...]`, `jvps` `[B, out..., K]` and
-    `hvps` `[B, out..., K, in...]`, `hvps[b, o..., k, j] = sum_i
-    H[b, o..., i, j] tangents[b, k, i]`.
-
-  Raises:
-    ValueError: for a non-floating or unbatched `x`.
-  """
-  x = check_input(x)
-  with tf.GradientTape(persistent=True) as tape:
-    tape.watch(x)
-    y, jvps = value_and_jacobian_vector_products(fn, x, tangents)
-  event_shape = jvps.shape[1:]
-  size = _static_size(event_shape, "fn(x)")
-  batch_shape = tf.shape(x)[:1]
-  rows = [
-    tape.gradient(
-      jvps,
-      x,
-      output_gradients=_basis(k, size, batch_shape, event_shape, jvps.dtype),
-      unconnected_gradients="zero",
-    )
-    for k in range(size)
-  ]
-  del tape
-  hvps = tf.stack(rows, axis=1)  # [B, out... * K, in...]
-  return (
-    y,
-    jvps,
-    tf.reshape(hvps, tf.concat([batch_shape, event_shape, tf.shape(x)[1:]], 0)),
-  )
-
-
-def vector_jacobian_product(
-  fn: BatchFn, x: tf.Tensor, direction: tf.Tensor
-) -> tf.Tensor:
-  """`D_x <fn(x), direction>` per example, shape `[B, in...]`."""
-  return value_and_projected_derivatives(fn, x, [direction])[1][0]
-
-
-def projected_hessian(
-  fn: BatchFn,
-  x: tf.Tensor,
-  output_direction: tf.Tensor,
-  input_direction: tf.Tensor,
-) -> tf.Tensor:
-  """`D_x < D_x <fn(x), output_direction>, input_direction >`, `[B, in...]`."""
-  return value_and_projected_derivatives(
-    fn, x, [output_direction], [input_direction]
-  )[2][0]
-
-
-def project_jacobian(
-  jacobian_value: tf.Tensor, output_direction: tf.Tensor
-) -> tf.Tensor:
-  """Contracts a full Jacobian `[B, out..., in...]` with `v1` `[B, out...]`.
-
-  Gives the same `[B, in...]` tensor as `vector_jacobian_product` would on the
-  function whose Jacobian this is; used for derivative targets given as
-  arrays.
-  """
-  jacobian_value = tf.convert_to_tensor(jacobian_value)
-  output_direction = tf.convert_to_tensor(output_direction)
-  out_rank = output_direction.shape.rank - 1
-  batch = tf.shape(jacobian_value)[:1]
-  in_shape = tf.shape(jacobian_value)[1 + out_rank :]
-  flat = tf.reshape(
-    jacobian_value, tf.stack([batch[0], -1, tf.reduce_prod(in_shape)])
-  )
-  flat_direction = tf.reshape(output_direction, tf.concat([batch, [-1]], 0))
-  projected = _vector_times_matrix(flat_direction, flat)
-  return tf.reshape(projected, tf.concat([batch, in_shape], 0))
-
-
-def project_hessian(
-  hessian_value: tf.Tensor,
-  output_direction: tf.Tensor,
-  input_direction: tf.Tensor,
-) -> tf.Tensor:
-  """Contracts a full Hessian `[B, out..., in..., in...]` with `v1` and `v2`.
-
-  Matches `projected_hessian`: `sum_{o, i} v1[o] H[o, i, j] v2[i]`. The
-  output axes are contracted first and then the first input axes, each a
-  product with the Hessian in its own layout. XLA compiles the equivalent
-  three-way `einsum` with a transpose of the whole Hessian, a third of a
-  millisecond more per step for 256 Hessians of 8 × 32 × 32 on a 2-core
-  CPU.
-  """
-  hessian_value = tf.convert_to_tensor(hessian_value)
-  batch = tf.shape(hessian_value)[:1]
-  in_shape = tf.shape(input_direction)[1:]
-  in_size = tf.reduce_prod(in_shape)
-  flat = tf.reshape(hessian_value, tf.stack([batch[0], -1, in_size * in_size]))
-  flat_v1 = tf.reshape(output_direction, tf.concat([batch, [-1]], 0))
-  flat_v2 = tf.reshape(input_direction, tf.stack([batch[0], in_size]))
-  along_v1 = tf.reshape(
-    _vector_times_matrix(flat_v1, flat), tf.stack([batch[0], in_size, in_size])
-  )  # [B, in_size, in_size]: sum_o v1[o] H[o, i, j].
-  projected = _vector_times_matrix(flat_v2, along_v1)
-  return tf.reshape(projected, tf.concat([batch, in_shape], 0))
-
-
-def _vector_times_matrix(vectors: tf.Tensor, matrices: tf.Tensor) -> tf.Tensor:
-  """`[B, K] x [B, K, N] -> [B, N]`: each example's vector times its matrix."""
-  return tf.matmul(vectors[:, tf.newaxis, :], matrices)[:, 0, :]
-
-
-def sample_directions(
-  num_directions: int, like: tf.Tensor, seed: tf.Tensor
-) -> tf.Tensor:
-  """Samples directions uniformly on the unit sphere, one per example.
-
-  Args:
-    num_directions: how many directions `P` to draw for each example.
-    like: a batch `[B, event...]` whose shape and dtype the directions take.
-    seed: stateless seed, int tensor of shape `[2]`. The same seed gives the
-      same directions every time, in eager mode, under `tf.function` and in
-      every `tf.distribute` replica; under XLA too, though XLA's numbers differ
-      from the uncompiled ones.
-
-  Returns:
-    A `[P, B, event...]` tensor whose `[event...]` slices have unit norm.
-  """
-  shape = tf.concat([[num_directions], tf.shape(like)], 0)
-  # A fixed algorithm, not the default one, which varies with the device.
-  # Philox runs everywhere; under XLA, Threefry (which TensorFlow's kernels
-  # lack) draws the same distribution about a third faster on CPU, which is
-  # ~4% of a small network's stochastic second-order step.
-  normal = tf.random.stateless_normal(
-    shape,
-    seed=seed,
-    dtype=like.dtype,
-    alg="threefry" if in_xla_context() else "philox",
-  )
-  event_axes = list(range(2, like.shape.rank + 1))
-  return normal * tf.math.rsqrt(
-    tf.reduce_sum(tf.square(normal), axis=event_axes, keepdims=True)
-  )

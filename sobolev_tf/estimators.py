@@ -1,11 +1,11 @@
 """The model's side of each Sobolev term: full or projected derivatives.
 
-An estimator takes the (transformed) model, the input batch and the active
-terms, and returns the model's output and its prediction for every term. In
-teacher mode it also fills each term's target with the teacher's quantity,
-computed the same way; array targets given in full are projected when the
-model's side is. Terms with directional targets (`d1_directions`, ...) are
-computed along the data's own directions by both estimators.
+An estimator computes one `targets.Pass` of the (transformed) model for a
+batch, the same of a teacher if there is one, and lets each target `match`
+the passes: it returns the model's output, its prediction for every term
+and the targets as matched (array targets projected where the model's side
+is, teacher targets filled in). How a target meets a pass is the target
+kind's own business (`targets`); the estimators only choose the pass.
 
 * `FullEstimator`: whole Jacobians and Hessians (`mode="full"`).
 * `ProjectedEstimator`: random projections on the unit sphere, fresh per
@@ -21,15 +21,65 @@ import tensorflow as tf
 
 from sobolev_tf import config as config_lib
 from sobolev_tf import derivatives
+from sobolev_tf import projections
 from sobolev_tf import targets as targets_lib
 
 BatchFn = Callable[[tf.Tensor], tf.Tensor]
-Terms = Dict[str, targets_lib.Term]
+Targets = Dict[str, targets_lib.Target]
 Predictions = Dict[str, tf.Tensor]
 
 
+class FullPass(targets_lib.Pass):
+  """Full derivatives: targets are compared whole."""
+
+  def reduce(self, values, order):
+    """Array targets are already whole."""
+    del order
+    return values
+
+  def target_type(self, order):
+    """`FullTarget`."""
+    del order
+    return targets_lib.FullTarget
+
+
+class ProjectedPass(targets_lib.Pass):
+  """Derivatives projected on random directions `[B, P, in...]`.
+
+  Args:
+    values: `[y, first, second]`, each projection stacked `[B, P, in...]`.
+    directions: `(output_directions, input_directions)`: `P` tensors
+      `[B, out...]` and `None` or `P` tensors `[B, in...]`.
+  """
+
+  def __init__(self, values, directions=None):
+    super().__init__(values)
+    self.directions = directions
+
+  def reduce(self, values, order):
+    """A full array target projected on the pass's directions."""
+    if order == 0:
+      return values
+    output_directions, input_directions = self.directions
+    values = tf.cast(values, output_directions[0].dtype)
+    if order == 1:
+      parts = [
+        projections.project_jacobian(values, v) for v in output_directions
+      ]
+    else:
+      parts = [
+        projections.project_hessian(values, v1, tf.cast(v2, values.dtype))
+        for v1, v2 in zip(output_directions, input_directions, strict=True)
+      ]
+    return tf.stack(parts, axis=1)  # [B, P, in...]
+
+  def target_type(self, order):
+    """`ProjectedTarget`, or `FullTarget` for the value."""
+    return targets_lib.FullTarget if order == 0 else targets_lib.ProjectedTarget
+
+
 class Estimator:
-  """Base of the estimators: directional terms and shape checks.
+  """Base of the estimators: the passes and the matching.
 
   Args:
     config: the objective's configuration.
@@ -42,81 +92,82 @@ class Estimator:
     self,
     fn: BatchFn,
     x: tf.Tensor,
-    terms: Terms,
+    targets: Targets,
     teacher: Optional[BatchFn],
     seed: Optional[tf.Tensor],
-  ) -> Tuple[tf.Tensor, Predictions]:
-    """Returns `(fn(x), predictions)` and fills teacher targets in `terms`.
+  ) -> Tuple[tf.Tensor, Predictions, Targets]:
+    """Returns `(fn(x), predictions, targets)`, each keyed by term.
 
     Args:
       fn: the model with its output transform, `[B, in...] -> [B, out...]`.
       x: the input batch.
-      terms: the active terms; teacher targets are written into them.
+      targets: the active targets (teacher targets without values).
       teacher: the teacher with its output transform, or `None`.
       seed: stateless seed `[2]` of the random directions.
 
     Returns:
-      The model's output and the prediction of every term, keyed by term.
+      The model's output, its prediction for every term and the targets
+      as matched, of the predictions' shapes.
 
     Raises:
       ValueError: for targets that do not fit the model.
     """
+    self.check_targets(targets)
+    order = max((t.shared_order for t in targets.values()), default=0)
+    model_pass = self.compute_pass(fn, x, order, seed)
+    for target in targets.values():
+      target.check_shape(model_pass.y.shape[1:], x.shape[1:])
+    teacher_pass = None
+    if teacher is not None:
+      teacher_pass = self.compute_pass(teacher, x, order, seed, model_pass)
+    matched = {
+      key: target.match(model_pass, teacher_pass, fn, x)
+      for key, target in targets.items()
+    }
+    return (
+      model_pass.y,
+      {key: prediction for key, (_, prediction) in matched.items()},
+      {key: target for key, (target, _) in matched.items()},
+    )
+
+  def check_targets(self, targets: Targets) -> None:
+    """Raises if this estimator cannot use the targets."""
+    del targets
+
+  def compute_pass(
+    self,
+    fn: BatchFn,
+    x: tf.Tensor,
+    order: int,
+    seed: Optional[tf.Tensor],
+    like: Optional[targets_lib.Pass] = None,
+  ) -> targets_lib.Pass:
+    """`fn`'s pass up to `order`; a teacher's is computed `like` the model's."""
     raise NotImplementedError
 
-  def _full_orders(self, terms: Terms) -> int:
-    return max((t.order for t in terms.values() if t.kind == "full"), default=0)
 
-  def _directional(self, fn: BatchFn, x: tf.Tensor, terms: Terms) -> dict:
-    predictions = {}
-    for key, term in terms.items():
-      if term.kind != "directional":
-        continue
-      if term.order == 1:
-        _, predictions[key] = derivatives.value_and_jacobian_vector_products(
-          fn, x, term.directions
-        )
-      else:
-        _, _, predictions[key] = derivatives.hessian_vector_products(
-          fn, x, term.directions
-        )
-    return predictions
-
-  @staticmethod
-  def _check_teacher(y: tf.Tensor, teacher_y: tf.Tensor) -> None:
-    if not y.shape[1:].is_compatible_with(teacher_y.shape[1:]):
-      raise ValueError(
-        "The teacher's output must have the model's shape [B, "
-        f"{', '.join(map(str, y.shape[1:].as_list()))}] (after the output "
-        "transform). Received: teacher output of shape "
-        f"[B, {', '.join(map(str, teacher_y.shape[1:].as_list()))}]."
-      )
+def check_teacher(y: tf.Tensor, teacher_y: tf.Tensor) -> None:
+  """Raises unless the teacher's output has the model's shape."""
+  if not y.shape[1:].is_compatible_with(teacher_y.shape[1:]):
+    raise ValueError(
+      "The teacher's output must have the model's shape [B, "
+      f"{', '.join(map(str, y.shape[1:].as_list()))}] (after the output "
+      "transform). Received: teacher output of shape "
+      f"[B, {', '.join(map(str, teacher_y.shape[1:].as_list()))}]."
+    )
 
 
 class FullEstimator(Estimator):
   """Whole Jacobians and Hessians, in `config.jacobian_mode`."""
 
-  def __call__(self, fn, x, terms, teacher, seed):
-    """See `Estimator.__call__`."""
+  def compute_pass(self, fn, x, order, seed, like=None):
+    """See `Estimator.compute_pass`."""
     del seed
-    order = self._full_orders(terms)
     mode = derivatives.training_mode(self.config.jacobian_mode)
     values = derivatives.value_and_derivatives(fn, x, order, mode)
-    if teacher is not None:
-      teacher_values = derivatives.value_and_derivatives(
-        teacher, x, order, mode
-      )
-      self._check_teacher(values[0], teacher_values[0])
-      for term in terms.values():
-        term.target = teacher_values[term.order]
-    for term in terms.values():
-      targets_lib.check_shape(term, values[0].shape[1:], x.shape[1:])
-    predictions = {
-      key: values[term.order]
-      for key, term in terms.items()
-      if term.kind == "full"
-    }
-    predictions.update(self._directional(fn, x, terms))
-    return values[0], predictions
+    if like is not None:
+      check_teacher(like.y, values[0])
+    return FullPass(values)
 
 
 class ProjectedEstimator(Estimator):
@@ -127,100 +178,55 @@ class ProjectedEstimator(Estimator):
   step's seed; a teacher and array targets are projected on the same ones.
   """
 
-  def __call__(self, fn, x, terms, teacher, seed):
-    """See `Estimator.__call__`."""
-    for key, term in terms.items():
-      if term.mask is not None:
+  def check_targets(self, targets):
+    """No masks: a projection mixes every entry."""
+    for key, target in targets.items():
+      if target.mask is not None:
         raise ValueError(
           f"Received a mask for {key!r}; masked entries cannot be "
           "projected (a projection mixes every entry). Use mode='full'."
         )
-    order = self._full_orders(terms)
-    if order == 0:
-      y = derivatives.value_and_derivatives(fn, x, 0)[0]
-      predictions = {"value": y} if "value" in terms else {}
-      values = [y]
-    else:
-      if seed is None:
-        raise ValueError(
-          "`mode='stochastic'` needs a `seed` (int tensor of shape [2]), "
-          "new at every step. Received: seed=None"
-        )
-      values, directions = self._projected(fn, x, order, seed)
-      y = values[0]
-      if teacher is not None:
-        teacher_values, _ = self._projected(
-          teacher, x, order, seed, directions=directions, like=y
-        )
-        for term in terms.values():
-          term.target = teacher_values[term.order]
-      else:
-        self._project_targets(terms, y, x, directions)
-      predictions = {
-        key: values[term.order]
-        for key, term in terms.items()
-        if term.kind == "full"
-      }
-    if teacher is not None and order == 0:
-      teacher_y = derivatives.value_and_derivatives(teacher, x, 0)[0]
-      self._check_teacher(y, teacher_y)
-      terms["value"].target = teacher_y
-    if "value" in terms:
-      targets_lib.check_shape(terms["value"], y.shape[1:], x.shape[1:])
-    for term in terms.values():
-      if term.kind == "directional":
-        targets_lib.check_shape(term, y.shape[1:], x.shape[1:])
-    predictions.update(self._directional(fn, x, terms))
-    return y, predictions
 
-  def _projected(self, fn, x, order, seed, directions=None, like=None):
-    """Value and projected derivatives, on `directions` or fresh ones."""
+  def compute_pass(self, fn, x, order, seed, like=None):
+    """See `Estimator.compute_pass`."""
+    if order == 0:
+      values = derivatives.value_and_derivatives(fn, x, 0)
+      if like is not None:
+        check_teacher(like.y, values[0])
+      return ProjectedPass(values)
+    if seed is None:
+      raise ValueError(
+        "`mode='stochastic'` needs a `seed` (int tensor of shape [2]), "
+        "new at every step. Received: seed=None"
+      )
     seed = _check_seed(seed)
-    count = self.config.num_projections
 
     def sample(y):
       if like is not None:
-        self._check_teacher(like, y)
-      if directions is not None:
-        return directions
-      output_directions = derivatives.sample_directions(
-        count, y, tf.random.experimental.stateless_fold_in(seed, 1)
-      )
-      input_directions = None
-      if order == 2:
-        input_directions = tf.unstack(
-          derivatives.sample_directions(
-            count, x, tf.random.experimental.stateless_fold_in(seed, 2)
-          )
-        )
-      return tf.unstack(output_directions), input_directions
+        check_teacher(like.y, y)
+        return like.directions
+      return self._directions(y, x, order, seed)
 
-    y, first, second, used = derivatives.projected_derivatives_with_sampler(
+    y, first, second, used = projections.projected_derivatives_with_sampler(
       fn, x, sample
     )
-    values = [y]
-    for projections in (first, second)[:order]:
-      values.append(targets_lib.stack_directions(projections))  # [B, P, in...]
-    return values, used
+    values = [y] + [tf.stack(p, axis=1) for p in (first, second)[:order]]
+    return ProjectedPass(values, used)
 
-  @staticmethod
-  def _project_targets(terms, y, x, directions) -> None:
-    output_directions, input_directions = directions
-    for term in terms.values():
-      if term.order == 0 or term.kind != "full":
-        continue
-      targets_lib.check_shape(term, y.shape[1:], x.shape[1:])
-      target = tf.cast(term.target, output_directions[0].dtype)
-      if term.order == 1:
-        parts = [
-          derivatives.project_jacobian(target, v1) for v1 in output_directions
-        ]
-      else:
-        parts = [
-          derivatives.project_hessian(target, v1, tf.cast(v2, target.dtype))
-          for v1, v2 in zip(output_directions, input_directions, strict=True)
-        ]
-      term.target = targets_lib.stack_directions(parts)  # [B, P, in...]
+  def _directions(self, y, x, order, seed):
+    """`config.num_projections` output (and input) directions per example."""
+    count = self.config.num_projections
+    output_directions = projections.sample_directions(
+      count, y, tf.random.experimental.stateless_fold_in(seed, 1)
+    )
+    input_directions = None
+    if order == 2:
+      input_directions = tf.unstack(
+        projections.sample_directions(
+          count, x, tf.random.experimental.stateless_fold_in(seed, 2)
+        )
+      )
+    return tf.unstack(output_directions), input_directions
 
 
 def _check_seed(seed) -> tf.Tensor:

@@ -102,36 +102,17 @@ class FusedSteps:
     spec = iterator.element_spec
     first = iterator.get_next_as_optional()
     empty = tf.experimental.Optional.empty(spec)
-
-    def batch_bytes():
-      return tf.add_n(
-        [
-          tf.size(t, tf.int64) * t.dtype.size
-          for t in tf.nest.flatten(first.get_value())
-        ]
-      )
-
     capacity = tf.cond(
       first.has_value(),
-      lambda: tf.cast(
-        tf.clip_by_value(STACK_BYTES // batch_bytes(), 1, self.size), tf.int32
-      ),
+      lambda: _capacity(first.get_value(), self.size),
       lambda: tf.constant(1),
     )
     limit = tf.minimum(count, capacity)
 
-    def same_shapes(value):
-      pairs = zip(
-        tf.nest.flatten(value), tf.nest.flatten(first.get_value()), strict=True
-      )
-      return tf.reduce_all(
-        [tf.reduce_all(tf.shape(a) == tf.shape(b)) for a, b in pairs]
-      )
-
     def body(index, optional, arrays, odd):
       del odd
       value = optional.get_value()
-      same = same_shapes(value)
+      same = _same_shapes(value, first.get_value())
       arrays = tf.cond(
         same,
         lambda: tf.nest.map_structure(
@@ -159,21 +140,9 @@ class FusedSteps:
       (tf.constant(0), first, arrays, empty),
       maximum_iterations=self.size,
     )
-
-    def padded():
-      def fill(index, arrays):
-        return index + 1, tf.nest.map_structure(
-          lambda array: array.write(index, array.read(0)), arrays
-        )
-
-      _, filled = tf.while_loop(
-        lambda index, _: index < capacity, fill, (fetched, arrays)
-      )
-      return tf.nest.map_structure(lambda array: array.stack(), filled)
-
     stacked = tf.cond(
       fetched > 0,
-      padded,
+      lambda: _padded(arrays, fetched, capacity),
       lambda: tf.nest.map_structure(_empty_stack, spec),
     )
     return fetched, capacity, stacked, odd
@@ -232,6 +201,38 @@ class FusedSteps:
     if logs is None:
       raise StopIteration
     return logs
+
+
+def _capacity(batch: Any, size: int) -> tf.Tensor:
+  """How many batches like `batch` one stack holds: `size` or fewer."""
+  batch_bytes = tf.add_n(
+    [tf.size(t, tf.int64) * t.dtype.size for t in tf.nest.flatten(batch)]
+  )
+  return tf.cast(
+    tf.clip_by_value(STACK_BYTES // batch_bytes, 1, size), tf.int32
+  )
+
+
+def _same_shapes(value: Any, first: Any) -> tf.Tensor:
+  """Whether every component of `value` has the shape of `first`'s."""
+  pairs = zip(tf.nest.flatten(value), tf.nest.flatten(first), strict=True)
+  return tf.reduce_all(
+    [tf.reduce_all(tf.shape(a) == tf.shape(b)) for a, b in pairs]
+  )
+
+
+def _padded(arrays: Any, fetched: tf.Tensor, capacity: tf.Tensor) -> Any:
+  """The stacked arrays, the places after `fetched` filled with batch 0."""
+
+  def fill(index, arrays):
+    return index + 1, tf.nest.map_structure(
+      lambda array: array.write(index, array.read(0)), arrays
+    )
+
+  _, filled = tf.while_loop(
+    lambda index, _: index < capacity, fill, (fetched, arrays)
+  )
+  return tf.nest.map_structure(lambda array: array.stack(), filled)
 
 
 def _empty_stack(spec: tf.TensorSpec) -> tf.Tensor:
@@ -301,3 +302,43 @@ def fused_steps(
     stacked_spec, tf.TensorSpec([], tf.int32)
   )
   return None if _convolution_ops(concrete) else fused
+
+
+class FusedOnFirstCall:
+  """A Keras train function that runs fused steps where `fused_steps` says.
+
+  The choice needs the data's element spec, known at the first call; other
+  calls (not on an iterator) go to Keras's own function.
+
+  Args:
+    model: a compiled `keras.Model`.
+    keras_function: Keras's train function for the model.
+    fuse_steps: `True`, `False` or `"auto"` (see `fused_steps`).
+  """
+
+  def __init__(self, model, keras_function, fuse_steps: Any):
+    self._model = model
+    self._keras_function = keras_function
+    self._fuse_steps = fuse_steps
+    self._function = None
+
+  def __call__(self, iterator):
+    """Runs an execution's steps on `iterator`; returns their logs."""
+    if not isinstance(
+      iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)
+    ):
+      return self._keras_function(iterator)
+    if self._function is None:
+      model = self._model
+      fused = fused_steps(
+        self._fuse_steps,
+        lambda batch: model.distribute_strategy.run(
+          model.train_step, args=(batch,)
+        ),
+        model.steps_per_execution,
+        iterator.element_spec,
+        model.distribute_strategy.num_replicas_in_sync,
+        bool(model.jit_compile),
+      )
+      self._function = fused or self._keras_function
+    return self._function(iterator)

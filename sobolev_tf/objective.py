@@ -5,7 +5,7 @@
 (Czarnecki et al., 2017, eq. 1, with each term made unit-free by a
 `balance`). `SobolevObjective` computes every term for a batch: the model's
 derivatives with respect to its input (an `estimators` object), the targets
-(arrays from the data, checked by `targets`, or a differentiable teacher
+(arrays from the data, checked by `target_data`, or a differentiable teacher
 evaluated the same way), a loss per term and the balance between terms
 (`balance`). `SobolevModel.train_step` and the Sonnet-based trainers call
 it; nothing else computes a Sobolev loss.
@@ -30,6 +30,8 @@ from sobolev_tf import config as config_lib
 from sobolev_tf import derivatives
 from sobolev_tf import distribute_utils
 from sobolev_tf import estimators
+from sobolev_tf import nonfinite
+from sobolev_tf import target_data
 from sobolev_tf import targets as targets_lib
 
 # Public names that moved to `config` and stay importable from here.
@@ -167,6 +169,7 @@ class SobolevObjective:
     seed: Optional[tf.Tensor] = None,
     training: bool = False,
     derivative_scale: Optional[tf.Tensor] = None,
+    raise_nonfinite: bool = True,
   ) -> SobolevLosses:
     """Computes every active term for one batch.
 
@@ -176,7 +179,7 @@ class SobolevObjective:
       fn: the model, a batched callable `[B, in...] -> [B, out...]`.
       x: floating-point input batch `[B, in...]`.
       targets: array targets (a tensor is the value; a tuple `(value, d1,
-        d2)`; a dict with the keys of `targets`), or `None` with a teacher.
+        d2)`; a dict with the keys of `target_data`), or `None` with a teacher.
       teacher: a batched callable whose values and derivatives are the
         targets; it is not trained through.
       sample_weight: per-example weights `[B]`, or a dict of them by term.
@@ -187,6 +190,9 @@ class SobolevObjective:
       derivative_scale: under float16 mixed precision, the loss scale:
         derivatives of `scale * fn(x)`, divided by it, do not underflow in
         float16 (PyTorch AMP's recipe for gradient penalties).
+      raise_nonfinite: whether, eagerly under `nonfinite_targets="raise"`,
+        a non-finite target raises at once (else it only clears
+        `targets_finite`, for trainers that raise after the step).
 
     Returns:
       The `SobolevLosses` of the batch.
@@ -198,26 +204,23 @@ class SobolevObjective:
     """
     x = derivatives.check_input(x)
     self.check_input_shape(x.shape)
-    terms = targets_lib.parse(
+    parsed = target_data.parse(
       self.config, targets, sample_weight, teacher is not None
     )
-    _check_batches(terms, x)
-    y, predictions = self._estimate(
-      fn, x, terms, teacher, seed, derivative_scale
+    parsed = {key: t.with_batch_of(x) for key, t in parsed.items()}
+    y, predictions, matched = self._estimate(
+      fn, x, parsed, teacher, seed, derivative_scale
     )
-    if teacher is not None:
-      for term in terms.values():
-        term.target = tf.stop_gradient(term.target)
-      targets_finite = tf.constant(True)
-    else:
-      terms, finite = targets_lib.mask_nonfinite(
-        terms, self.config.nonfinite_targets
+    finite = None
+    if teacher is None:
+      matched, finite = nonfinite.apply_policy(
+        matched, self.config.nonfinite_targets, raise_nonfinite
       )
-      targets_finite = tf.constant(True) if finite is None else finite
-    return self._losses(x, y, terms, predictions, targets_finite, training)
+    finite = tf.constant(True) if finite is None else finite
+    return self._losses(x, y, matched, predictions, finite, training)
 
-  def _estimate(self, fn, x, terms, teacher, seed, derivative_scale):
-    """The estimator's output and predictions, in the output's dtype.
+  def _estimate(self, fn, x, targets, teacher, seed, derivative_scale):
+    """The estimator's output, predictions and targets, in the output's dtype.
 
     Derivatives come in the input's dtype (a float64 batch for a float32
     model, float16 under a half-precision input); the losses compare them
@@ -226,21 +229,26 @@ class SobolevObjective:
     scale = None
     if derivative_scale is not None:
       scale = tf.stop_gradient(tf.cast(derivative_scale, tf.float32))
-    y, predictions = self._estimator(
+    y, predictions, targets = self._estimator(
       self.transformed(fn, scale),
       x,
-      terms,
+      targets,
       None if teacher is None else self.transformed(teacher, scale),
       seed,
     )
     predictions = {k: tf.cast(v, y.dtype) for k, v in predictions.items()}
     if scale is None:
-      return y, predictions
+      return y, predictions, targets
     unscale = lambda t: t / tf.cast(scale, t.dtype)  # noqa: E731
     if teacher is not None:
-      for term in terms.values():
-        term.target = unscale(term.target)
-    return unscale(y), {k: unscale(v) for k, v in predictions.items()}
+      targets = {
+        k: t.replace(values=unscale(t.values)) for k, t in targets.items()
+      }
+    return (
+      unscale(y),
+      {k: unscale(v) for k, v in predictions.items()},
+      targets,
+    )
 
   def _losses(self, x, y, terms, predictions, targets_finite, training):
     counts = _global_counts(terms, predictions)
@@ -264,7 +272,7 @@ class SobolevObjective:
     value = terms.get("value")
     return SobolevLosses(
       prediction=y,
-      target_value=None if value is None else value.target,
+      target_value=None if value is None else value.values,
       terms=raw,
       normalized=normalized,
       total=total,
@@ -276,9 +284,9 @@ class SobolevObjective:
 
   def _term_loss(self, term, prediction, counts, scale=None) -> tf.Tensor:
     """The term's loss: sum over used entries divided by the global count."""
-    target = tf.cast(term.target, prediction.dtype)
+    target = tf.cast(term.values, prediction.dtype)
     derivative_scale = self.config.derivative_scales.get(term.key)
-    if derivative_scale is not None and term.kind == "full":
+    if derivative_scale is not None and term.scaled_per_input:
       derivative_scale = tf.constant(derivative_scale, prediction.dtype)
       target, prediction = (
         target / derivative_scale,
@@ -325,7 +333,7 @@ class SobolevObjective:
     return cls(config_lib.SobolevConfig.from_config(config))
 
 
-def _example_weight(term: targets_lib.Term) -> Optional[tf.Tensor]:
+def _example_weight(term: targets_lib.Target) -> Optional[tf.Tensor]:
   """Sample weight times kept examples, `[B]`, or `None`."""
   parts = [
     tf.cast(p, tf.float32) for p in (term.weight, term.keep) if p is not None
@@ -336,32 +344,6 @@ def _example_weight(term: targets_lib.Term) -> Optional[tf.Tensor]:
   for part in parts[1:]:
     weight *= part
   return weight
-
-
-def _check_batches(terms: Dict[str, targets_lib.Term], x: tf.Tensor) -> None:
-  """Ties every batched tensor of the terms to `x`'s batch size."""
-  for key, term in terms.items():
-    name = (
-      targets_lib.DIRECTIONAL[term.order]
-      if term.directions is not None
-      else key
-    )
-    if term.target is not None:
-      term.target = targets_lib.check_batch(term.target, x, f"y[{name!r}]")
-    if term.mask is not None:
-      mask_key = targets_lib.MASKS[term.order]
-      term.mask = targets_lib.check_batch(term.mask, x, f"y[{mask_key!r}]")
-    if term.directions is not None:
-      directions_key = targets_lib.DIRECTIONS[term.order]
-      term.directions = targets_lib.check_batch(
-        term.directions, x, f"y[{directions_key!r}]"
-      )
-    if term.weight is not None:
-      term.weight = targets_lib.check_batch(
-        tf.reshape(tf.cast(term.weight, tf.float32), [-1]),
-        x,
-        f"sample_weight for {key!r}",
-      )
 
 
 def _global_counts(terms, predictions) -> Dict[str, tuple]:

@@ -1,299 +1,306 @@
-"""Targets of the Sobolev objective: what the data may hold, checked.
+"""Kinds of Sobolev targets: small immutable types, one per way data comes.
 
-A batch's targets arrive as `y` from the data (or from a teacher) and become
-one `Term` per active order: its target tensor, how it is given (`"full"`
-derivatives, or `"directional"` ones along directions the data carries), a
-per-entry mask of the entries that count and per-example weights. These
-helpers are pure functions of tensors; `SobolevObjective` calls them.
+A batch's targets become one `Target` per active order. Each kind owns its
+data keys, the shape it expects, its batch check, which of its entries
+count (the non-finite rule of `nonfinite`) and how it meets the model:
 
-Data keys, for order k in 1, 2 (`d1`, `d2`):
+* `FullTarget`: the value, a whole Jacobian or Hessian: `value`
+  `[B, out...]`, `d1` `[B, out..., in...]`, `d2` `[B, out..., in..., in...]`.
+* `directional.DirectionalTarget`: derivatives along directions the data
+  carries (`d1_directions` with `d1_directional`, ...).
+* `ProjectedTarget`: what a full target or a teacher becomes in stochastic
+  mode, its projections on the step's random directions `[B, P, in...]`.
+* `TeacherTarget`: supplied by a teacher, computed as the model's side is.
 
-* `value` `[B, out...]`, `dk` `[B, out..., in... x k]`: full targets.
-* `dk_directions` `[B, K, in...]` with `d1_directional` `[B, out..., K]`
-  (Jacobian-vector products `J v`) or `d2_directional` `[B, out..., K, in...]`
-  (Hessian-vector products `H v`): derivatives along given directions.
-* `value_mask`, `dk_mask`: same shape as the term's target, nonzero where
-  the entry is known.
+`value_mask`, `dk_mask` (nonzero where an entry is known, the target's
+shape) apply to a target of any kind. An estimator (`estimators`) computes
+a `Pass` of the model (and of a teacher) and asks each target to `match`
+it: the target it becomes and the model's prediction for it. A new kind is
+one subclass, registered with `target_data.register` if data can hold it:
+the parser, the non-finite rule, the balance and the losses work with it
+unchanged.
 """
 
+import abc
 import dataclasses
-from typing import Dict
+from typing import Callable
+from typing import ClassVar
+from typing import List
 from typing import Mapping
 from typing import Optional
-from typing import Sequence
 from typing import Tuple
+from typing import Type
 
-import numpy as np
 import tensorflow as tf
 
 from sobolev_tf import config as config_lib
 
-DIRECTIONAL = {1: "d1_directional", 2: "d2_directional"}
-DIRECTIONS = {1: "d1_directions", 2: "d2_directions"}
 MASKS = {k: f"{key}_mask" for k, key in enumerate(config_lib.TERMS)}
-KNOWN_KEYS = (
-  config_lib.TERMS
-  + tuple(MASKS.values())
-  + tuple(DIRECTIONS.values())
-  + tuple(DIRECTIONAL.values())
-)
-LAYOUTS = {
-  ("full", 0): "[B, out...]",
-  ("full", 1): "[B, out..., in...]",
-  ("full", 2): "[B, out..., in..., in...]",
-  ("directional", 1): "[B, out..., K]",
-  ("directional", 2): "[B, out..., K, in...]",
-}
+
+BatchFn = Callable[[tf.Tensor], tf.Tensor]
 
 
-@dataclasses.dataclass
-class Term:
-  """One term's target for a batch.
+class Pass(abc.ABC):
+  """What an estimator computed of one function for a batch.
+
+  Attributes:
+    values: `[fn(x), first, second]` up to the pass's order: full
+      derivatives, or their projections on the pass's directions.
+  """
+
+  def __init__(self, values: List[tf.Tensor]):
+    self.values = list(values)
+
+  @property
+  def y(self) -> tf.Tensor:
+    """The function's output `[B, out...]`."""
+    return self.values[0]
+
+  def output(self, order: int) -> tf.Tensor:
+    """The quantity a full target of `order` is compared with."""
+    return self.values[order]
+
+  @abc.abstractmethod
+  def reduce(self, values: tf.Tensor, order: int) -> tf.Tensor:
+    """An array full target of `order` in the form of `output(order)`."""
+
+  @abc.abstractmethod
+  def target_type(self, order: int) -> Type["Target"]:
+    """The kind of target whose values have the form of `output(order)`."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Target(abc.ABC):
+  """One term's target for a batch. Base of the kinds.
 
   Attributes:
     order: 0 for the value, 1 or 2 for derivatives.
-    kind: `"full"` or `"directional"`.
-    target: the target, `None` until a teacher supplies it.
-    directions: `[B, K, in...]` for directional terms, else `None`.
-    mask: float per-entry mask (1 where the entry counts), or `None`.
+    values: the target, or `None` until a teacher supplies it.
+    mask: float per-entry mask, 1 where the entry counts, or `None`.
     weight: per-example weight `[B]`, or `None`.
     keep: float per-example 0/1, 0 for an example dropped for non-finite
       targets (it does not count in the term's mean, unlike an example of
       weight 0), or `None`.
-    directions_finite: bool `[B, K, in...]`, where the data's directions
-      were finite (the others are replaced by zeros, and the derivatives
-      along them are non-finite targets), or `None`.
   """
 
   order: int
-  kind: str = "full"
-  target: Optional[tf.Tensor] = None
-  directions: Optional[tf.Tensor] = None
+  values: Optional[tf.Tensor] = None
   mask: Optional[tf.Tensor] = None
   weight: Optional[tf.Tensor] = None
   keep: Optional[tf.Tensor] = None
-  directions_finite: Optional[tf.Tensor] = None
+
+  # Whether `derivative_scales` divide the entries along the input axes.
+  scaled_per_input: ClassVar[bool] = True
 
   @property
   def key(self) -> str:
-    """`value`, `d1` or `d2`."""
+    """The term: `value`, `d1` or `d2`."""
     return config_lib.term_key(self.order)
 
   @property
   def data_key(self) -> str:
-    """The key of the target in the data: `d1` or `d1_directional`."""
-    if self.kind == "directional":
-      return DIRECTIONAL[self.order]
+    """The data key of the values, for messages."""
     return self.key
 
+  @classmethod
+  def data_keys(cls, order: int) -> Tuple[str, ...]:
+    """The data keys this kind reads for `order` (none if not from data)."""
+    del order
+    return ()
 
-def as_dict(y) -> Optional[Dict[str, tf.Tensor]]:
-  """`y` as a dict by key: a bare tensor is the value, a tuple is ordered.
-
-  A list is an array-like value (`[[2.0], [3.0]]`), not a tuple of terms.
-  """
-  if y is None:
+  @classmethod
+  def from_data(cls, order: int, y: Mapping) -> Optional["Target"]:
+    """The target of `order` if `y` holds this kind's keys, else `None`."""
+    del order, y
     return None
-  if isinstance(y, Mapping):
-    return dict(y)
-  if isinstance(y, tuple):
-    if len(y) > len(config_lib.TERMS):
-      raise ValueError(
-        "Received a target tuple of length "
-        f"{len(y)}; expected (value, d1) or (value, d1, d2)."
-      )
-    return dict(zip(config_lib.TERMS, y, strict=False))
-  return {"value": y}
 
+  @classmethod
+  def check_keys(cls, order: int, y: Mapping) -> None:
+    """Raises a `ValueError` if `y` holds this kind's keys inconsistently."""
+    del order, y
 
-def parse(
-  config: config_lib.SobolevConfig,
-  y,
-  sample_weight,
-  teacher: bool,
-) -> Dict[str, Term]:
-  """Checks the data's keys and returns one `Term` per active order.
+  def replace(self, **changes) -> "Target":
+    """A copy with `changes`."""
+    return dataclasses.replace(self, **changes)
 
-  Args:
-    config: the objective's configuration.
-    y: targets: a tensor (the value), a tuple `(value, d1[, d2])`, a dict
-      with the keys of this module's docstring, or `None` with a teacher.
-    sample_weight: `None`, per-example weights `[B]`, or a dict keyed by
-      term (entries for other keys of `y`, as Keras hands them, are
-      ignored).
-    teacher: whether a teacher supplies the targets.
+  def batched(self) -> List[Tuple[str, str, tf.Tensor]]:
+    """`(attribute, data key, tensor)` of each tensor with a batch axis."""
+    items = [
+      ("values", self.data_key, self.values),
+      ("mask", MASKS[self.order], self.mask),
+    ]
+    return [item for item in items if item[2] is not None]
 
-  Returns:
-    The active terms, keyed `value`, `d1`, `d2`.
-
-  Raises:
-    ValueError: for unknown, missing or conflicting keys.
-  """
-  y = as_dict(y)
-  if teacher:
-    if y:
-      raise ValueError(
-        "With a `teacher`, the targets come from the teacher: pass no "
-        f"targets (y=None). Received targets with keys: {sorted(y, key=str)}"
-      )
-    y = {}
-    _check_sample_weight_keys(sample_weight, y)
-    return {
-      key: Term(
-        order=k, weight=_weights_by_term(sample_weight, (key,), y).get(key)
-      )
-      for k, key in zip(config.active_orders, config.active_keys, strict=True)
+  def with_batch_of(self, x: tf.Tensor) -> "Target":
+    """This target with every batched tensor tied to `x`'s batch size."""
+    changes = {
+      field: check_batch(tensor, x, f"y[{name!r}]")
+      for field, name, tensor in self.batched()
     }
-  if y is None:
-    raise ValueError(
-      f"Expected targets keyed by {config.active_keys} or a `teacher`. "
-      "Received: targets=None"
-    )
-  _check_keys(config, y)
-  weights = _weights_by_term(sample_weight, config.active_keys, y)
-  return {
-    config_lib.term_key(k): _term(k, y, weights.get(config_lib.term_key(k)))
-    for k in config.active_orders
-  }
+    if self.weight is not None:
+      weight = tf.reshape(tf.cast(self.weight, tf.float32), [-1])
+      changes["weight"] = check_batch(
+        weight, x, f"sample_weight for {self.key!r}"
+      )
+    return self.replace(**changes)
+
+  @abc.abstractmethod
+  def layout(self) -> str:
+    """The layout of the values, e.g. `[B, out..., in...]`."""
+
+  @abc.abstractmethod
+  def expected_shape(
+    self, output_shape: tf.TensorShape, input_shape: tf.TensorShape
+  ) -> tf.TensorShape:
+    """The non-batch shape the values must have."""
+
+  def check_shape(
+    self, output_shape: tf.TensorShape, input_shape: tf.TensorShape
+  ) -> None:
+    """Raises unless the values and the mask fit the model.
+
+    Args:
+      output_shape: the model's non-batch output shape.
+      input_shape: the input's non-batch shape.
+
+    Raises:
+      ValueError: naming the key, the shape received and the one expected.
+    """
+    if self.values is None:
+      return
+    expected = self.expected_shape(output_shape, input_shape)
+    for name, tensor in (
+      (self.data_key, self.values),
+      (MASKS[self.order], self.mask),
+    ):
+      received = None if tensor is None else tensor.shape[1:]
+      if received is None or expected.is_compatible_with(received):
+        continue
+      what = "output" if self.order == 0 else f"order-{self.order} derivative"
+      raise ValueError(
+        f"Target y[{name!r}] does not match the model's {what}: expected "
+        f"shape {_batched(expected)} ({self.layout()}, output shape "
+        f"{output_shape.as_list()}, input shape {input_shape.as_list()}). "
+        f"Received: {_batched(received)}."
+      )
+
+  @property
+  def shared_order(self) -> int:
+    """The order of the estimator's shared pass this target needs."""
+    return self.order
+
+  @abc.abstractmethod
+  def match(
+    self,
+    model_pass: Pass,
+    teacher_pass: Optional[Pass],
+    fn: BatchFn,
+    x: tf.Tensor,
+  ) -> Tuple["Target", tf.Tensor]:
+    """The target this becomes against a pass, and the model's prediction.
+
+    Args:
+      model_pass: the model's pass, of order at least `shared_order`.
+      teacher_pass: the teacher's pass on the same directions, or `None`.
+      fn: the model, for kinds that compute their own side.
+      x: the input batch.
+
+    Returns:
+      `(target, prediction)` of the same shape.
+    """
+
+  def counted(self) -> tf.Tensor:
+    """Bool per entry: finite, or masked out (then it never counts)."""
+    counted = tf.math.is_finite(self.values)
+    if self.mask is not None:
+      counted |= tf.equal(self.mask, 0)
+    return counted
+
+  def nonfinite_keys(self, counted: tf.Tensor) -> List[str]:
+    """The data keys to name when `counted` (of this target) has a False."""
+    return [] if bool(tf.reduce_all(counted)) else [self.data_key]
 
 
-def _term(order: int, y: Mapping, weight) -> Term:
-  """The order's term from the data's keys (checked by `_check_keys`)."""
-  key = config_lib.term_key(order)
-  term = Term(order=order, weight=weight)
-  if DIRECTIONAL.get(order) in y:
-    term.kind = "directional"
-    term.target = _float_tensor(y[DIRECTIONAL[order]], DIRECTIONAL[order])
-    directions = _float_tensor(y[DIRECTIONS[order]], DIRECTIONS[order])
-    # The model is differentiated along the directions before the
-    # non-finite policy applies: zeros keep NaN out of its side.
-    term.directions_finite = tf.math.is_finite(directions)
-    term.directions = tf.where(
-      term.directions_finite, directions, tf.zeros_like(directions)
-    )
-  elif key in y:
-    term.target = _float_tensor(y[key], key)
-  if MASKS[order] in y:
-    mask_key = MASKS[order]
-    mask = tf.cast(_numeric_tensor(y[mask_key], f"y[{mask_key!r}]"), tf.float32)
-    term.mask = tf.cast(tf.not_equal(mask, 0), tf.float32)
-  return term
+@dataclasses.dataclass(frozen=True, eq=False)
+class FullTarget(Target):
+  """The value, or a whole Jacobian or Hessian (`value`, `d1`, `d2`)."""
 
-
-def _check_keys(config: config_lib.SobolevConfig, y: Mapping) -> None:
-  unknown = sorted(set(y) - set(KNOWN_KEYS), key=str)
-  if unknown:
-    raise ValueError(
-      f"Received unknown target keys {unknown}; expected keys among "
-      f"{KNOWN_KEYS}."
-    )
-  given_orders = {
-    k
-    for k in range(config_lib.MAX_ORDER + 1)
-    if {config_lib.term_key(k), MASKS[k], DIRECTIONS.get(k), DIRECTIONAL.get(k)}
-    & set(y)
-  }
-  beyond = sorted(
-    config_lib.term_key(k) for k in given_orders if k > config.order
+  _LAYOUTS: ClassVar[Tuple[str, ...]] = (
+    "[B, out...]",
+    "[B, out..., in...]",
+    "[B, out..., in..., in...]",
   )
-  if beyond:
-    raise ValueError(
-      f"Received targets {beyond} for derivative orders above the "
-      f"configured order={config.order}. Raise `order` or drop them."
-    )
-  for k, directional in DIRECTIONAL.items():
-    pair = (DIRECTIONS[k] in y, directional in y)
-    if pair[0] != pair[1]:
-      raise ValueError(
-        f"Directional targets need both `{DIRECTIONS[k]}` and "
-        f"`{directional}`. Received keys: {sorted(y)}"
-      )
-    if pair[0] and config_lib.term_key(k) in y:
-      raise ValueError(
-        f"Received both a full target {config_lib.term_key(k)!r} and "
-        f"directional targets for order {k}; give one of them."
-      )
-  missing = [
-    key
-    for k, key in zip(config.active_orders, config.active_keys, strict=True)
-    if y.get(key) is None and DIRECTIONAL.get(k) not in y
-  ]
-  if missing:
-    raise ValueError(
-      f"Missing targets {missing}: order={config.order} with loss_weights="
-      f"{config.loss_weights} needs {config.active_keys} (or directional "
-      f"targets). Received keys: {sorted(y)}"
+
+  @classmethod
+  def data_keys(cls, order: int) -> Tuple[str, ...]:
+    """`value`, `d1` or `d2`."""
+    return (config_lib.term_key(order),)
+
+  @classmethod
+  def from_data(cls, order: int, y: Mapping) -> Optional[Target]:
+    """The full target of `order`, if `y` holds it."""
+    key = config_lib.term_key(order)
+    if y.get(key) is None:
+      return None
+    return cls(order, values=float_tensor(y[key], key))
+
+  def layout(self) -> str:
+    """See `Target.layout`."""
+    return self._LAYOUTS[self.order]
+
+  def expected_shape(self, output_shape, input_shape):
+    """`[out..., in... x order]`."""
+    return tf.TensorShape(
+      output_shape.as_list() + input_shape.as_list() * self.order
     )
 
-
-def _tensor(value, what: str) -> tf.Tensor:
-  try:
-    return tf.convert_to_tensor(value)
-  except (TypeError, ValueError) as error:
-    raise ValueError(
-      f"Expected {what} to be an array or tensor. Received: {error}"
-    ) from None
-
-
-def _numeric_tensor(value, what: str) -> tf.Tensor:
-  """`value` as a tensor of numbers or bools, for masks and weights."""
-  tensor = _tensor(value, what)
-  if not (tensor.dtype.is_floating or tensor.dtype.is_integer) and (
-    tensor.dtype != tf.bool
-  ):
-    raise ValueError(
-      f"Expected {what} to hold numbers. Received dtype={tensor.dtype.name}."
-    )
-  return tensor
+  def match(self, model_pass, teacher_pass, fn, x):
+    """Compared with the pass's output: whole, or both projected."""
+    del teacher_pass, fn, x
+    kind = model_pass.target_type(self.order)
+    values = model_pass.reduce(self.values, self.order)
+    matched = kind(self.order, values, self.mask, self.weight, self.keep)
+    return matched, model_pass.output(self.order)
 
 
-def _float_tensor(value, key: str) -> tf.Tensor:
-  tensor = _tensor(value, f"the target y[{key!r}]")
-  if not tensor.dtype.is_floating:
-    raise ValueError(
-      f"Expected a floating-point target y[{key!r}]. Received dtype="
-      f"{tensor.dtype.name}."
-    )
-  return tensor
+@dataclasses.dataclass(frozen=True, eq=False)
+class ProjectedTarget(Target):
+  """Projections on the step's random directions `[B, P, in...]`."""
+
+  def layout(self) -> str:
+    """See `Target.layout`."""
+    return "[B, P, in...]"
+
+  def expected_shape(self, output_shape, input_shape):
+    """`[P, in...]`, P as given."""
+    del output_shape
+    return tf.TensorShape([self.values.shape[1]] + input_shape.as_list())
+
+  def match(self, model_pass, teacher_pass, fn, x):
+    """Compared with the pass's projections."""
+    del teacher_pass, fn, x
+    return self, model_pass.output(self.order)
 
 
-def _check_sample_weight_keys(sample_weight, y: Mapping) -> None:
-  if not isinstance(sample_weight, Mapping):
-    return
-  unknown = sorted(set(sample_weight) - set(y) - set(config_lib.TERMS), key=str)
-  if unknown:
-    raise ValueError(
-      "Received an invalid key in `sample_weight`, expected keys among the "
-      f"terms {config_lib.TERMS}. Received: {unknown}"
-    )
+@dataclasses.dataclass(frozen=True, eq=False)
+class TeacherTarget(Target):
+  """Supplied by a teacher: its pass, computed as the model's is."""
 
+  def layout(self) -> str:
+    """See `Target.layout`."""
+    return "the model's"
 
-def _weights_by_term(sample_weight, keys, y) -> Dict[str, tf.Tensor]:
-  if sample_weight is None:
-    return {}
-  if not isinstance(sample_weight, Mapping):
-    weight = _example_weights(sample_weight, "`sample_weight`")
-    return {key: weight for key in keys}
-  _check_sample_weight_keys(sample_weight, y)
-  return {
-    key: _example_weights(sample_weight[key], f"`sample_weight[{key!r}]`")
-    for key in keys
-    if sample_weight.get(key) is not None
-  }
+  def expected_shape(self, output_shape, input_shape):
+    """The model's: the estimator checks the teacher's output."""
+    return tf.TensorShape(None)
 
-
-def _example_weights(value, what: str) -> tf.Tensor:
-  """One weight per example, `[B]` or `[B, 1]`."""
-  weight = _numeric_tensor(value, what)
-  shape = weight.shape
-  if shape.rank is not None and not (
-    shape.rank == 1 or (shape.rank == 2 and shape[1] in (1, None))
-  ):
-    raise ValueError(
-      f"Expected {what} of shape [B] or [B, 1], one weight per example. "
-      f"Received shape {shape}."
-    )
-  return weight
+  def match(self, model_pass, teacher_pass, fn, x):
+    """The teacher's quantity in the model's form (never trained through)."""
+    del fn, x
+    kind = model_pass.target_type(self.order)
+    values = tf.stop_gradient(teacher_pass.output(self.order))
+    matched = kind(self.order, values, self.mask, self.weight, self.keep)
+    return matched, model_pass.output(self.order)
 
 
 def check_batch(tensor: tf.Tensor, x: tf.Tensor, what: str) -> tf.Tensor:
@@ -341,162 +348,25 @@ def check_batch(tensor: tf.Tensor, x: tf.Tensor, what: str) -> tf.Tensor:
     )
 
 
-def expected_shape(
-  term: Term, output_shape: tf.TensorShape, input_shape: tf.TensorShape
-) -> tf.TensorShape:
-  """The non-batch shape the term's target must have."""
-  out, inputs = output_shape.as_list(), input_shape.as_list()
-  if term.kind == "full":
-    return tf.TensorShape(out + inputs * term.order)
-  count = term.directions.shape[1]
-  return tf.TensorShape(out + [count] + (inputs if term.order == 2 else []))
-
-
-def check_shape(
-  term: Term,
-  output_shape: tf.TensorShape,
-  input_shape: tf.TensorShape,
-) -> None:
-  """Raises a clear error unless the term's target and mask fit the model.
-
-  Args:
-    term: the term, with its target.
-    output_shape: the model's non-batch output shape.
-    input_shape: the input's non-batch shape.
-
-  Raises:
-    ValueError: naming the key, the shape received and the one expected.
-  """
-  if term.kind == "directional":
-    _check_directions(term, input_shape)
-  expected = expected_shape(term, output_shape, input_shape)
-  key = DIRECTIONAL[term.order] if term.kind == "directional" else term.key
-  for name, tensor in ((key, term.target), (MASKS[term.order], term.mask)):
-    if tensor is None:
-      continue
-    received = tensor.shape[1:]
-    if not expected.is_compatible_with(received):
-      what = "output" if term.order == 0 else f"order-{term.order} derivative"
-      raise ValueError(
-        f"Target y[{name!r}] does not match the model's {what}: expected "
-        f"shape {_batched(expected)} ({LAYOUTS[term.kind, term.order]}, "
-        f"output shape {output_shape.as_list()}, input shape "
-        f"{input_shape.as_list()}). Received: {_batched(received)}."
-      )
-
-
-def _check_directions(term: Term, input_shape: tf.TensorShape) -> None:
-  received = term.directions.shape[2:]
-  if term.directions.shape.rank != input_shape.rank + 2 or not (
-    input_shape.is_compatible_with(received)
-  ):
+def float_tensor(value, key: str) -> tf.Tensor:
+  """The data's `y[key]` as a floating-point tensor, or a clear error."""
+  tensor = as_tensor(value, f"the target y[{key!r}]")
+  if not tensor.dtype.is_floating:
     raise ValueError(
-      f"Directions y[{DIRECTIONS[term.order]!r}] must have shape [B, K, "
-      f"{', '.join(map(str, input_shape.as_list()))}] (one direction in "
-      f"input space per column K). Received: {term.directions.shape}."
+      f"Expected a floating-point target y[{key!r}]. Received dtype="
+      f"{tensor.dtype.name}."
     )
-  if term.directions.shape[1] is None:
+  return tensor
+
+
+def as_tensor(value, what: str) -> tf.Tensor:
+  """`value` as a tensor, or a `ValueError` naming `what`."""
+  try:
+    return tf.convert_to_tensor(value)
+  except (TypeError, ValueError) as error:
     raise ValueError(
-      f"The number of directions K in y[{DIRECTIONS[term.order]!r}] must be "
-      f"known statically. Received: shape {term.directions.shape}."
-    )
-  if term.directions.shape[1] == 0:
-    raise ValueError(
-      f"Directions y[{DIRECTIONS[term.order]!r}] must hold at least one "
-      f"direction per example (K >= 1). Received: {term.directions.shape}."
-    )
-
-
-def _batched(shape: tf.TensorShape) -> str:
-  return f"[B, {', '.join(map(str, shape.as_list()))}]"
-
-
-def mask_nonfinite(
-  terms: Dict[str, Term], policy: str
-) -> Tuple[Dict[str, Term], Optional[tf.Tensor]]:
-  """Applies the non-finite policy to array targets.
-
-  Args:
-    terms: the active terms, targets set.
-    policy: `"raise"`, `"drop"` or `"missing"` (see `SobolevConfig`).
-
-  Returns:
-    `(terms, finite)`: the terms with non-finite entries replaced by zeros
-    and masked (`drop`: the whole example in every term; `missing`: the
-    entry), and under `raise` a scalar bool, whether every target is finite
-    (`None` under the other policies). Eagerly, `raise` raises at once.
-
-  Raises:
-    ValueError: eagerly under `raise`, for a non-finite target.
-  """
-  counts = {key: _counted_finite(term) for key, term in terms.items()}
-  for term in terms.values():
-    # tf.where, not a product: zero times NaN is still NaN (a NaN under a
-    # zero mask must not reach the loss either).
-    term.target = tf.where(
-      tf.math.is_finite(term.target), term.target, tf.zeros_like(term.target)
-    )
-  if policy == "raise":
-    finite = [tf.reduce_all(is_finite) for is_finite in counts.values()]
-    finite = tf.reduce_all(tf.stack(finite)) if finite else tf.constant(True)
-    if tf.executing_eagerly() and not bool(finite):
-      raise ValueError(
-        f"Targets {_nonfinite_keys(terms, counts)} hold NaN or Inf. Clean the "
-        "data, or pass nonfinite_targets='drop' (skip such examples) or "
-        "'missing' (skip such entries)."
-      )
-    return terms, finite
-  keep = None
-  for key, term in terms.items():
-    entry = tf.cast(counts[key], tf.float32)
-    if policy == "missing":
-      term.mask = entry if term.mask is None else term.mask * entry
-    else:
-      rows = tf.reduce_min(flatten_batch(entry), axis=1)  # [B]
-      keep = rows if keep is None else keep * rows
-  for term in terms.values():
-    term.keep = keep
-  return terms, None
-
-
-def _counted_finite(term: Term) -> tf.Tensor:
-  """Bool per target entry: finite, or masked out (then it never counts)."""
-  is_finite = tf.math.is_finite(term.target)
-  if term.directions_finite is not None:
-    is_finite &= _along_directions(term)
-  if term.mask is not None:
-    is_finite |= tf.equal(term.mask, 0)
-  return is_finite
-
-
-def _nonfinite_keys(terms: Dict[str, Term], counts: Dict[str, tf.Tensor]):
-  """The data keys of the targets and directions that hold NaN or Inf."""
-  keys = []
-  for key, term in terms.items():
-    directions = term.directions_finite
-    if directions is not None and not np.all(directions):
-      keys.append(DIRECTIONS[term.order])
-      continue
-    if not np.all(counts[key]):
-      keys.append(term.data_key)
-  return keys
-
-
-def _along_directions(term: Term) -> tf.Tensor:
-  """Bool, target-shaped: whether the entry's direction is finite."""
-  finite = term.directions_finite  # [B, K, in...]
-  per_direction = tf.reduce_all(finite, axis=list(range(2, finite.shape.rank)))
-  # To [B, out..., K] for J v, [B, out..., K, in...] for H v.
-  trailing = finite.shape.rank - 2 if term.order == 2 else 0
-  output_rank = term.target.shape.rank - 2 - trailing
-  shape = tf.concat(
-    [
-      tf.shape(finite)[:1],
-      [1] * output_rank + [finite.shape[1]] + [1] * trailing,
-    ],
-    0,
-  )
-  return tf.reshape(per_direction, shape)
+      f"Expected {what} to be an array or tensor. Received: {error}"
+    ) from None
 
 
 def flatten_batch(tensor: tf.Tensor) -> tf.Tensor:
@@ -504,6 +374,5 @@ def flatten_batch(tensor: tf.Tensor) -> tf.Tensor:
   return tf.reshape(tensor, tf.stack([tf.shape(tensor)[0], -1]))
 
 
-def stack_directions(directions: Sequence[tf.Tensor]) -> tf.Tensor:
-  """`K` tensors `[B, in...]` to `[B, K, in...]`."""
-  return tf.stack(list(directions), axis=1)
+def _batched(shape: tf.TensorShape) -> str:
+  return f"[B, {', '.join(map(str, shape.as_list()))}]"

@@ -1,21 +1,25 @@
-"""Training-step helpers shared by `SobolevModel` and the Sonnet trainers.
+"""The Sobolev training step, written once for every trainer.
 
-* `apply_if_finite`: applies an optimiser step only when the step is
-  finite, under any `tf.distribute` strategy and under XLA (which drops
-  assertions), so that no NaN or Inf reaches the weights or the optimiser's
-  state.
-* `StepGuard`: records why a step was not applied, and raises about it
-  from the host after the step (XLA drops in-graph assertions).
-* `clip_across_replicas`: clips the sum of the replicas' gradients, as one
-  device would.
-* `xla_cpu_matmul_gradients`: while a step is traced for XLA on a CPU,
-  computes the narrow weight-gradient products in the layout XLA:CPU runs
-  fast.
+`SobolevModel.train_step` and `test_step`, the distillation `Distiller` and
+the decoupled classifier's synthetic-gradient modules all train through
+these functions:
+
+* `sobolev_gradients`: the objective under a tape, the connected
+  variables' gradients and the step's checks (input, targets, loss);
+* `finite_updates.apply_updates`: the optimisers' updates, applied only if
+  the whole step is finite, and the guard's record of why not;
+* `sobolev_train_step` (the two above, for one optimiser) and
+  `sobolev_test_step` (the objective and the checks, no update);
+* `step_logs`: the step's terms over the global batch, by Keras's names.
+
+A trainer whose step is not one objective (a decoupled classifier, whose
+stages learn from synthetic gradients) calls `sobolev_gradients` for each
+objective and `apply_updates` once for all its optimisers.
 """
 
-import contextlib
-import threading
-from typing import Iterator
+import dataclasses
+from typing import Callable
+from typing import Dict
 from typing import List
 from typing import Optional
 from typing import Sequence
@@ -24,74 +28,57 @@ import warnings
 
 import keras
 import tensorflow as tf
-from tensorflow.compiler.tf2xla.ops import gen_xla_ops
-from tensorflow.python.framework import ops
 
-from sobolev_tf import derivatives
 from sobolev_tf import distribute_utils
-from sobolev_tf import execution
+from sobolev_tf import finite_updates
+from sobolev_tf import objective as objective_lib
 
-# The widest product result that `xla_cpu_matmul_gradients` computes
-# transposed: faster from 2 to 16 columns on every measured shape
-# (`benchmarks/narrow_gradients_benchmark.py`); from 32 columns some shapes
-# ran slower transposed (0.55-0.79x in a probe of the bare product).
-NARROW_COLUMNS = 16
+BatchFn = Callable[[tf.Tensor], tf.Tensor]
 
 
-def all_finite(tensors: Sequence[Optional[tf.Tensor]]) -> tf.Tensor:
-  """Whether every entry of every tensor (`None`s skipped) is finite."""
-  checks = [
-    tf.reduce_all(tf.math.is_finite(t)) for t in tensors if t is not None
-  ]
-  return tf.reduce_all(checks) if checks else tf.constant(True)
+@dataclasses.dataclass(frozen=True)
+class SobolevGradients:
+  """The objective's terms on a batch and the gradients of their total.
 
-
-def finite_everywhere(finite: tf.Tensor) -> tf.Tensor:
-  """True only if `finite` holds on every replica (all must agree to skip)."""
-  failures = distribute_utils.all_reduce_sum(
-    [1.0 - tf.cast(finite, tf.float32)]
-  )[0]
-  return tf.equal(failures, 0.0)
-
-
-def clip_across_replicas(
-  optimizer: keras.optimizers.Optimizer, gradients: List[tf.Tensor]
-) -> List[tf.Tensor]:
-  """Clips the sum of the replicas' gradients, as one replica would.
-
-  Keras 3's TensorFlow optimiser clips each replica's gradient and then sums
-  them, so with several replicas a clipping optimiser (`clipnorm`,
-  `global_clipnorm` or `clipvalue`) steps differently than on one device.
-  With several replicas and clipping on, this sums the gradients first,
-  clips the sum with the optimiser's own setting and gives each replica a
-  `1 / num_replicas` share: the optimiser's clipping leaves the shares alone
-  (each is within the limit divided by the number of replicas) and its sum
-  restores the clipped total.
-
-  Args:
-    optimizer: the model's optimiser.
-    gradients: this replica's gradients.
-
-  Returns:
-    This replica's share of the clipped total, or `gradients` unchanged
-    with one replica or no clipping.
+  Attributes:
+    losses: the `SobolevLosses` of the batch.
+    gradients: the gradients of the connected variables.
+    variables: those variables.
+    checks: the step's checks on this replica.
   """
-  context = tf.distribute.get_replica_context()
-  replicas = context.num_replicas_in_sync if context else 1
-  if replicas == 1 or not (
-    optimizer.clipnorm or optimizer.global_clipnorm or optimizer.clipvalue
-  ):
-    return gradients
-  total = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-  # The order of keras.optimizers.Optimizer._clip_gradients.
-  if optimizer.clipnorm:
-    total = [tf.clip_by_norm(g, optimizer.clipnorm) for g in total]
-  elif optimizer.global_clipnorm:
-    total, _ = tf.clip_by_global_norm(total, optimizer.global_clipnorm)
-  else:
-    limit = optimizer.clipvalue
-    total = [tf.clip_by_value(g, -limit, limit) for g in total]
-  return [g / replicas for g in total]
+
+  losses: objective_lib.SobolevLosses
+  gradients: List[tf.Tensor]
+  variables: List[tf.Variable]
+  checks: finite_updates.StepChecks
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """What one step did.
+
+  Attributes:
+    losses: the `SobolevLosses` of the batch.
+    finite: scalar bool: the step was applied (training) or its checks
+      held (evaluation), on every replica.
+  """
+
+  losses: objective_lib.SobolevLosses
+  finite: tf.Tensor
+
+
+def loss_scale(optimizer) -> Optional[tf.Tensor]:
+  """The loss scale of a float16 mixed-precision optimiser, or `None`.
+
+  Derivatives are taken of the output times this scale (see
+  `SobolevObjective`'s `derivative_scale`), so that their float16 backward
+  pass does not underflow.
+  """
+  if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+    return None
+  if optimizer.built:
+    return optimizer.dynamic_scale
+  return tf.constant(optimizer.initial_scale, tf.float32)
 
 
 def connected(
@@ -124,248 +111,191 @@ def connected(
     warnings.warn(
       f"Gradients do not exist for variables {missing} when minimizing the "
       "Sobolev objective; they are not updated.",
-      stacklevel=2,
+      stacklevel=3,
     )
   if not pairs:
-    return [tf.zeros(v.shape, tf.as_dtype(v.dtype)) for v in variables], list(
-      variables
-    )
+    zeros = [tf.zeros(v.shape, tf.as_dtype(v.dtype)) for v in variables]
+    return zeros, list(variables)
   return [g for g, _ in pairs], [v for _, v in pairs]
 
 
-def apply_if_finite(
-  optimizer: keras.optimizers.Optimizer,
-  gradients: List[tf.Tensor],
-  variables: List[tf.Variable],
-  finite: tf.Tensor,
-  check_gradients: bool = True,
-) -> Tuple[tf.Tensor, tf.Tensor]:
-  """`optimizer.apply(gradients, variables)` only if the step is finite.
-
-  The step is applied only if `finite` and, with `check_gradients`, the
-  gradients are finite, on every replica. A skipped step leaves the
-  weights, the optimiser's slots and its `iterations` as they were. The
-  gradients are checked as given, then clipped across replicas
-  (`clip_across_replicas`). The condition runs in a cross-replica context
-  where the strategy needs one, as Keras's `LossScaleOptimizer` does.
+def sobolev_gradients(
+  objective: objective_lib.SobolevObjective,
+  fn: BatchFn,
+  x: tf.Tensor,
+  targets=None,
+  *,
+  variables: Sequence[tf.Variable],
+  optimizer: Optional[keras.optimizers.Optimizer] = None,
+  inputs=None,
+  teacher: Optional[BatchFn] = None,
+  sample_weight=None,
+  seed: Optional[tf.Tensor] = None,
+) -> SobolevGradients:
+  """The objective on a batch, the gradients of its total, and the checks.
 
   Args:
-    optimizer: a built or unbuilt Keras optimiser.
-    gradients: this replica's gradients.
-    variables: the variables they update.
-    finite: scalar bool, this replica's verdict on the step's other checks
-      (input, targets, loss).
-    check_gradients: whether to check the gradients (off when the optimiser
-      handles overflows itself, as `LossScaleOptimizer` does).
+    objective: the Sobolev objective.
+    fn: the model as a function of the differentiated input `x`.
+    x: the differentiated input batch `[B, in...]`.
+    targets: array targets (see `SobolevObjective`), or `None` with a
+      teacher.
+    variables: the variables to train.
+    optimizer: the optimiser that will apply the gradients; its loss
+      scaling (mixed precision) applies to the total and the derivatives.
+    inputs: the whole input when `x` is a part of it (every part is
+      checked to be finite), else `None`.
+    teacher: a differentiable callable of `x` supplying the targets.
+    sample_weight: per-example weights, or a dict of them by term.
+    seed: the step's stateless seed (stochastic mode).
 
   Returns:
-    `(applied, gradients_finite)`, scalar bools: whether the step was
-    applied (the same on every replica) and whether this replica's
-    gradients were finite.
+    The `SobolevGradients` of the connected variables.
   """
-  if not optimizer.built:
-    optimizer.build(variables)
-  gradients_finite = (
-    all_finite(gradients) if check_gradients else tf.constant(True)
-  )
-  applied = finite_everywhere(finite & gradients_finite)
-  gradients = clip_across_replicas(optimizer, gradients)
-  context = tf.distribute.get_replica_context()
-  if (
-    context is None
-    or tf.__internal__.distribute.strategy_supports_no_merge_call()
-  ):
-    if derivatives.in_xla_context():
-      _apply_or_restore(optimizer, gradients, variables, applied)
-    else:
-      tf.cond(
-        applied, lambda: optimizer.apply(gradients, variables), lambda: None
-      )
-    return applied, gradients_finite
-
-  def cross_replica(distribution, gradients, applied):
-    first = distribution.experimental_local_results(applied)[0]
-
-    def apply():
-      distribution.extended.call_for_each_replica(
-        optimizer.apply, args=(gradients, variables)
-      )
-
-    tf.cond(first, apply, lambda: None)
-
-  context.merge_call(cross_replica, args=(gradients, applied))
-  return applied, gradients_finite
-
-
-def _apply_or_restore(optimizer, gradients, variables, finite) -> None:
-  """`apply_if_finite` without a conditional, for XLA.
-
-  XLA:CPU copies every variable a conditional may write (weights and
-  optimiser slots) in and out of it, which costs as much as a small
-  network's step. Here the update always runs and each variable it may
-  write is then set to `where(finite, updated, before)`, which XLA fuses
-  into the update itself: the same values as the conditional. (Checking
-  the updated state instead of the gradients would save re-reading the
-  gradients, but it keeps XLA from fusing the select into the update:
-  plain steps ran 16-46% slower.)
-  """
-  state = list(variables) + list(optimizer.variables)
-  before = [tf.identity(v) for v in state]
-  with tf.control_dependencies(before):
-    optimizer.apply(gradients, variables)
-  for variable, old in zip(state, before, strict=True):
-    variable.assign(tf.where(finite, variable, old))
-
-
-class StepGuard(tf.Module):
-  """Why the last skipped step was not applied, raised from the host.
-
-  The step records its checks (`record`); after the `tf.function` call the
-  host calls `raise_if_skipped`, which raises a `ValueError` naming the
-  causes and clears the record.
-  """
-
-  CAUSES = (
-    "the input x holds NaN or Inf",
-    "the targets hold NaN or Inf (nonfinite_targets='raise')",
-    "the loss is NaN or Inf",
-    "the gradients hold NaN or Inf",
-  )
-
-  def __init__(self, name: Optional[str] = None):
-    super().__init__(name=name)
-    self.cause = tf.Variable(
-      0,
-      dtype=tf.int32,
-      trainable=False,
-      aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-      name="nonfinite_cause",
+  with tf.GradientTape() as tape:
+    losses = objective(
+      fn,
+      x,
+      targets,
+      teacher=teacher,
+      sample_weight=sample_weight,
+      seed=seed,
+      training=True,
+      derivative_scale=loss_scale(optimizer),
+      raise_nonfinite=False,
     )
-
-  def record(
-    self,
-    applied: tf.Tensor,
-    x_finite: tf.Tensor,
-    targets_finite: tf.Tensor,
-    loss_finite: tf.Tensor,
-    gradients_finite: tf.Tensor,
-  ) -> None:
-    """Records the first failed check of a step that was not applied."""
-    checks = (x_finite, targets_finite, loss_finite, gradients_finite)
-    cause = tf.constant(0, tf.int32)
-    # Only the first failure: NaN data make the loss and gradients NaN too.
-    for index in reversed(range(len(checks))):
-      cause = tf.where(checks[index], cause, index + 1)
-    self.cause.assign(tf.where(applied, self.cause, tf.maximum(cause, 1)))
-
-  def raise_if_skipped(self, when: str = "") -> None:
-    """Raises a `ValueError` if a step was skipped since the last call.
-
-    Args:
-      when: where in training, for the message (e.g. `"after step 40 "`).
-
-    Raises:
-      ValueError: naming the cause; the record is cleared first.
-    """
-    cause = int(self.cause.numpy())
-    if not cause:
-      return
-    self.cause.assign(0)
-    raise ValueError(
-      f"A step was not applied {when}because {self.CAUSES[cause - 1]}; "
-      "the weights are those before it. Clean the data, or set "
-      "nonfinite_targets='drop' or 'missing' for targets with gaps."
+    total = (
+      losses.total if optimizer is None else optimizer.scale_loss(losses.total)
     )
+  gradients, variables = connected(
+    tape.gradient(total, list(variables)), list(variables)
+  )
+  checks = _checks(x if inputs is None else inputs, losses, optimizer)
+  return SobolevGradients(losses, gradients, variables, checks)
 
 
-@contextlib.contextmanager
-def xla_cpu_matmul_gradients() -> Iterator[None]:
-  """While tracing a step: narrow `MatMul` gradients in XLA:CPU's fast layout.
+def _checks(inputs, losses, optimizer) -> finite_updates.StepChecks:
+  """The checks of a step on its inputs, targets and loss.
 
-  The gradient of a `MatMul` with respect to a weight is a product whose
-  first operand is transposed, `a^T @ g`. XLA:CPU runs that product
-  several times slower when its result is narrow (2 to 16 columns, e.g.
-  the `[256, 8]` kernel of a layer with 8 outputs) than the same product
-  computed as `(g^T @ a)^T`, and it folds a plain transpose back into the
-  slow form (the whole gradient: 1.1-12x faster transposed,
-  `benchmarks/narrow_gradients_benchmark.py`). Within this context, on a
-  host with no accelerator, the gradients of `MatMul`s traced for XLA
-  compute such products transposed, behind an optimisation barrier: the
-  same values (up to the order of the sums). Elsewhere (eagerly, without
-  XLA, on GPU or TPU hosts) gradients are TensorFlow's own.
-
-  TensorFlow has no public hook for one op's gradient under a
-  `GradientTape`, so this swaps the `MatMul` entry of its gradient
-  registry (a private API) while any thread is inside the context (the
-  replicas of a `MirroredStrategy` trace their steps in threads), and
-  restores it when the last one leaves. A function traced in another
-  thread meanwhile gets the same values.
-
-  Yields:
-    Nothing; trace the step's forward pass and `tape.gradient` inside.
+  An overflow of a scaled float16 loss is the loss-scale optimiser's to
+  handle: it skips the step and halves the scale.
   """
-  _MATMUL_GRADIENT.enter()
-  try:
-    yield
-  finally:
-    _MATMUL_GRADIENT.exit()
-
-
-class _MatMulGradientSwap:
-  """Swaps the registered `MatMul` gradient while any thread needs it."""
-
-  def __init__(self):
-    self._registry = ops._gradient_registry._registry  # pylint: disable=protected-access
-    self._lock = threading.Lock()
-    self._users = 0
-    self._saved = None
-
-  def enter(self) -> None:
-    with self._lock:
-      if not self._users:
-        self._saved = self._registry["MatMul"]
-        tensorflow_gradient = self._saved["type"]
-
-        def gradient(op, grad):
-          gradients = tensorflow_gradient(op, grad)
-          # Asked while tracing for XLA only, off eager steps' path.
-          if not derivatives.in_xla_context() or not execution.on_cpu_only():
-            return gradients
-          return type(gradients)(_transposed_if_narrow(g) for g in gradients)
-
-        self._registry["MatMul"] = dict(self._saved, type=gradient)
-      self._users += 1
-
-  def exit(self) -> None:
-    with self._lock:
-      self._users -= 1
-      if not self._users:
-        self._registry["MatMul"] = self._saved
-        self._saved = None
-
-
-def is_narrow(rows: Optional[int], columns: Optional[int]) -> bool:
-  """Whether `xla_cpu_matmul_gradients` transposes `[rows, columns]`."""
-  return (
-    rows is not None
-    and columns is not None
-    and 1 < columns <= NARROW_COLUMNS
-    and columns < rows
+  loss = tf.math.is_finite(losses.total)
+  if loss_scale(optimizer) is not None:
+    loss = tf.constant(True)
+  floating = [
+    t for t in tf.nest.flatten(inputs) if tf.as_dtype(t.dtype).is_floating
+  ]
+  return finite_updates.StepChecks(
+    finite_updates.all_finite(floating), losses.targets_finite, loss
   )
 
 
-def _transposed_if_narrow(product: Optional[tf.Tensor]) -> Optional[tf.Tensor]:
-  """`a^T @ b` with a narrow result as `(b^T @ a)^T`, else `product`."""
-  if product is None or product.op.type != "MatMul":
-    return product
-  op = product.op
-  if not op.get_attr("transpose_a") or not is_narrow(*product.shape):
-    return product
-  a, b = op.inputs
-  transposed = tf.matmul(b, a, transpose_a=not op.get_attr("transpose_b"))
-  # Without the barrier XLA folds the transpose into the slow product.
-  transposed = gen_xla_ops.xla_optimization_barrier([transposed])[0]
-  return tf.transpose(transposed)
+def sobolev_train_step(
+  objective: objective_lib.SobolevObjective,
+  fn: BatchFn,
+  x: tf.Tensor,
+  targets=None,
+  *,
+  optimizer: keras.optimizers.Optimizer,
+  variables: Sequence[tf.Variable],
+  guard: finite_updates.StepGuard,
+  **kwargs,
+) -> Step:
+  """One optimiser step on the Sobolev objective, applied only if finite.
+
+  Args:
+    objective: the Sobolev objective.
+    fn: the model as a function of the differentiated input `x`.
+    x: the differentiated input batch `[B, in...]`.
+    targets: array targets, or `None` with a teacher.
+    optimizer: applies the gradients.
+    variables: the variables to train.
+    guard: records why a step was not applied.
+    **kwargs: `inputs`, `teacher`, `sample_weight`, `seed`, as in
+      `sobolev_gradients`.
+
+  Returns:
+    The `Step`: the batch's losses and whether the step was applied.
+  """
+  result = sobolev_gradients(
+    objective,
+    fn,
+    x,
+    targets,
+    variables=variables,
+    optimizer=optimizer,
+    **kwargs,
+  )
+  update = finite_updates.Update(optimizer, result.gradients, result.variables)
+  applied = finite_updates.apply_updates(
+    [update],
+    result.checks,
+    guard,
+    check_gradients=loss_scale(optimizer) is None,
+  )
+  return Step(result.losses, applied)
 
 
-_MATMUL_GRADIENT = _MatMulGradientSwap()
+def sobolev_test_step(
+  objective: objective_lib.SobolevObjective,
+  fn: BatchFn,
+  x: tf.Tensor,
+  targets=None,
+  *,
+  guard: finite_updates.StepGuard,
+  optimizer: Optional[keras.optimizers.Optimizer] = None,
+  inputs=None,
+  **kwargs,
+) -> Step:
+  """The objective on a batch for evaluation, and its checks.
+
+  Args:
+    objective: the Sobolev objective.
+    fn: the model as a function of the differentiated input `x`.
+    x: the differentiated input batch.
+    targets: array targets, or `None` with a teacher.
+    guard: records why the batch does not count.
+    optimizer: the training optimiser, for its loss scaling, if any.
+    inputs: the whole input when `x` is a part of it.
+    **kwargs: `teacher`, `sample_weight`, `seed` (`SobolevObjective`).
+
+  Returns:
+    The `Step`; `finite` says whether the batch's checks held everywhere.
+  """
+  losses = objective(
+    fn,
+    x,
+    targets,
+    training=False,
+    derivative_scale=loss_scale(optimizer),
+    raise_nonfinite=False,
+    **kwargs,
+  )
+  checks = _checks(x if inputs is None else inputs, losses, optimizer)
+  finite = finite_updates.finite_everywhere(checks.all())
+  guard.record(finite, checks, tf.constant(True))
+  return Step(losses, finite)
+
+
+def step_logs(
+  losses: objective_lib.SobolevLosses, balanced: bool
+) -> Dict[str, tf.Tensor]:
+  """The step's scalars over the global batch, by Keras's names.
+
+  Args:
+    losses: this replica's losses (its shares of the global means).
+    balanced: whether to log the balanced terms too.
+
+  Returns:
+    `loss` (the total), `<term>_loss` in the data's units and with
+    `balanced` `<term>_normalized_loss`, each summed over the replicas:
+    every replica returns the global batch's value.
+  """
+  keys = list(losses.terms)
+  names = ["loss"] + [f"{key}_loss" for key in keys]
+  values = [losses.total] + [losses.terms[key] for key in keys]
+  if balanced:
+    names += [f"{key}_normalized_loss" for key in keys]
+    values += [losses.normalized[key] for key in keys]
+  return dict(zip(names, distribute_utils.all_reduce_sum(values), strict=True))

@@ -150,7 +150,10 @@ class SGLossTest(tf.test.TestCase, parameterized.TestCase):
     h = tf.random.stateless_normal([3, 4, 4, 6], seed=[5, 6])
     value_target = tf.constant([2.0, 0.5, 1.0])
     gradient_target = tf.random.stateless_normal(h.shape, seed=[7, 8]) * 0.1
-    loss = classifier._sg_loss(2, h, labels, value_target, gradient_target)
+    result, _ = classifier._train_sg_module(
+      2, h, labels, value_target, gradient_target
+    )
+    loss = result.losses.total
 
     module = classifier.sg_modules[2]
     if variant == "direct":

@@ -6,7 +6,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from sobolev_tf import derivatives
+from sobolev_tf import projections
 from sobolev_tf import testing
 from sobolev_tf.layers import atari
 from sobolev_tf.tasks import distillation
@@ -78,7 +78,7 @@ class DistillerTest(tf.test.TestCase, parameterized.TestCase):
       return tape.gradient(projection, x).numpy()
 
     log_student = tf.nn.log_softmax(distiller.student(x))
-    v = derivatives.sample_directions(
+    v = projections.sample_directions(
       1, log_student, tf.random.experimental.stateless_fold_in(seed, 1)
     )[0]
     student_gradient = projected_gradient(distiller.student, v)
@@ -107,15 +107,16 @@ class DistillerTest(tf.test.TestCase, parameterized.TestCase):
     first = step(frames)
     for _ in range(20):
       last = step(frames)
-    self.assertLess(last["value"], first["value"])
+    self.assertLess(last["value_loss"], first["value_loss"])
     if weight == 0.0:
-      self.assertNotIn("d1", last)  # regular distillation skips the term
+      self.assertNotIn("d1_loss", last)  # regular distillation skips it
     else:
       # The KL of log-probabilities is unit-free and left alone; the
       # Sobolev term is relative to the teacher's gradients.
-      self.assertAllClose(last["value_normalized"], last["value"])
+      self.assertAllClose(last["value_normalized_loss"], last["value_loss"])
       self.assertAllClose(
-        last["loss"], last["value"] + weight * last["d1_normalized"]
+        last["loss"],
+        last["value_loss"] + weight * last["d1_normalized_loss"],
       )
 
   def test_seed_fixes_the_student_whatever_ran_before(self):

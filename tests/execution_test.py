@@ -176,7 +176,11 @@ class SobolevModelFusedTest(tf.test.TestCase, parameterized.TestCase):
     )
     self.assertEqual(int(fused.optimizer.iterations.numpy()), 21)
 
-  def test_convolutional_step_not_fused_on_cpu_unless_asked(self):
+  @parameterized.named_parameters(
+    ("cpu_host", True), ("accelerator_host", False)
+  )
+  def test_convolutional_step_fused_where_it_pays(self, cpu_only):
+    # XLA:CPU runs convolutions slower inside a loop; an accelerator does not.
     def conv_net():
       return keras.Sequential(
         [
@@ -188,15 +192,28 @@ class SobolevModelFusedTest(tf.test.TestCase, parameterized.TestCase):
         ]
       )
 
-    auto, _ = _fit("auto", conv_net, epochs=1)
-    self.assertTrue(execution.on_cpu_only())
-    self.assertNotIsInstance(
-      auto.train_function._function, execution.FusedSteps
-    )
-    forced, _ = _fit(True, conv_net, epochs=1)
+    with mock.patch.object(execution, "on_cpu_only", return_value=cpu_only):
+      auto, _ = _fit("auto", conv_net, epochs=1)
+      forced, _ = _fit(True, conv_net, epochs=1)
+    fused = isinstance(auto.train_function._function, execution.FusedSteps)
+    self.assertEqual(fused, not cpu_only)
     self.assertIsInstance(forced.train_function._function, execution.FusedSteps)
     for a, b in zip(auto.get_weights(), forced.get_weights(), strict=True):
       self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
+
+  @parameterized.named_parameters(
+    ("no_accelerator", [], [], True),
+    ("gpu", ["/device:GPU:0"], [], False),
+    ("tpu", [], ["/device:TPU:0"], False),
+  )
+  def test_on_cpu_only_asks_for_accelerators(self, gpus, tpus, expected):
+    devices = {"GPU": gpus, "TPU": tpus}
+    with mock.patch.object(
+      tf.config,
+      "list_logical_devices",
+      side_effect=lambda kind=None: devices.get(kind, ["/device:CPU:0"]),
+    ):
+      self.assertIs(execution.on_cpu_only(), expected)
 
   def test_nonfinite_step_skipped_and_raised_when_fused(self):
     x, y = _data(24)

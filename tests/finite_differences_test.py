@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from sobolev_tf import derivatives
 from sobolev_tf import finite_differences
+from sobolev_tf import projections
 
 # Inputs are drawn in [-1, 1], so the default steps are eps^(1/3) ~ 6.1e-6
 # (first order) and eps^(1/4) ~ 1.2e-4 (second order), and the test functions'
@@ -318,7 +319,7 @@ class AgreesWithAutodiffTest(tf.test.TestCase, parameterized.TestCase):
       finite_differences.vector_jacobian_product(
         self.numpy_fn, self.x, self.v1
       ),
-      derivatives.vector_jacobian_product(
+      projections.vector_jacobian_product(
         self.tf_fn, tf.constant(self.x), tf.constant(self.v1)
       ),
       atol=JACOBIAN_TOLERANCE,
@@ -330,7 +331,7 @@ class AgreesWithAutodiffTest(tf.test.TestCase, parameterized.TestCase):
       finite_differences.projected_hessian(
         self.numpy_fn, self.x, self.v1, self.v2
       ),
-      derivatives.projected_hessian(
+      projections.projected_hessian(
         self.tf_fn,
         tf.constant(self.x),
         tf.constant(self.v1),

@@ -3,7 +3,6 @@
 import glob
 import os
 import tempfile
-from unittest import mock
 
 from absl.testing import parameterized
 import keras
@@ -13,7 +12,6 @@ import tensorflow as tf
 
 from sobolev_tf import model as model_lib
 from sobolev_tf import testing
-from sobolev_tf import training as training_lib
 
 testing.configure_logical_cpus(2)
 
@@ -137,33 +135,6 @@ class SobolevModelTest(tf.test.TestCase, parameterized.TestCase):
       weights.append(model.get_weights())
     for graph, other in zip(*weights, strict=True):
       self.assertAllClose(graph, other, atol=1e-5)
-
-  def test_xla_matches_graph_training_with_narrow_kernel_gradients(self):
-    # Three outputs: the last kernel's gradient [16, 3] is narrow, which
-    # training.xla_cpu_matmul_gradients computes transposed under XLA. (Full
-    # mode: stochastic directions are drawn by another algorithm in XLA.)
-    rng = np.random.default_rng(1)
-    x = rng.uniform(-1, 1, (64, 4)).astype("float32")
-    targets = {
-      "value": np.sin(x[:, :3]),
-      "d1": np.broadcast_to(np.cos(x)[:, None, :], (64, 3, 4)).copy(),
-    }
-    weights = []
-    for jit_compile in (False, True):
-      model = model_lib.SobolevModel(_net(4, 3, seed=5), order=1)
-      model.compile(
-        optimizer=keras.optimizers.SGD(0.05), jit_compile=jit_compile
-      )
-      with mock.patch.object(
-        training_lib,
-        "_transposed_if_narrow",
-        wraps=training_lib._transposed_if_narrow,  # pylint: disable=protected-access
-      ) as rewrite:
-        model.fit(x, targets, batch_size=16, epochs=2, verbose=0, shuffle=False)
-      self.assertEqual(rewrite.called, jit_compile)
-      weights.append(model.get_weights())
-    for graph, xla in zip(*weights, strict=True):
-      self.assertAllClose(graph, xla, atol=1e-5)
 
   def test_tf_data_input_and_sample_weights(self):
     x, y = _data()
@@ -783,6 +754,175 @@ def _batch_jacobian(fn, x):
     tape.watch(x)
     y = fn(x)
   return tape.batch_jacobian(y, x).numpy()
+
+
+def _force_field(seed=0):
+  """A model of `positions` [B, 3] and integer atom `types` [B, 1]."""
+  keras.utils.set_random_seed(seed)
+  positions = keras.Input((3,), name="positions")
+  types = keras.Input((1,), dtype="int32", name="types")
+  embedded = keras.layers.Flatten()(keras.layers.Embedding(4, 2)(types))
+  hidden = keras.layers.Dense(8, activation="tanh")(
+    keras.layers.Concatenate()([positions, embedded])
+  )
+  outputs = keras.layers.Dense(2)(hidden)
+  return keras.Model({"positions": positions, "types": types}, outputs)
+
+
+class _FixedTypes(keras.Model):
+  """A force field as a function of the positions alone, types constant."""
+
+  def __init__(self, net, **kwargs):
+    super().__init__(**{"name": "fixed_types", **kwargs})
+    self.net = net
+
+  def call(self, positions):
+    types = tf.fill([tf.shape(positions)[0], 1], 2)
+    return self.net({"positions": positions, "types": types})
+
+
+def _multi_input_data(order, kind, batch=16):
+  rng = np.random.default_rng(3)
+  positions = rng.uniform(-1, 1, (batch, 3)).astype("float32")
+  y = {"value": rng.normal(size=(batch, 2)).astype("float32")}
+  if kind == "full" and order:
+    y["d1"] = rng.normal(size=(batch, 2, 3)).astype("float32")
+  if kind == "full" and order == 2:
+    y["d2"] = rng.normal(size=(batch, 2, 3, 3)).astype("float32")
+  for k in range(1, order + 1) if kind == "directional" else ():
+    y[f"d{k}_directions"] = rng.normal(size=(batch, 2, 3)).astype("float32")
+    shape = (batch, 2, 2) + ((3,) if k == 2 else ())
+    y[f"d{k}_directional"] = rng.normal(size=shape).astype("float32")
+  types = np.full((batch, 1), 2, "int32")
+  return positions, types, (None if kind == "teacher" else y)
+
+
+class MultiInputTest(tf.test.TestCase, parameterized.TestCase):
+  """Derivatives with respect to one named input of a multi-input model."""
+
+  def _fit(self, model, x, y, epochs=2):
+    model.compile(optimizer=keras.optimizers.SGD(0.05))
+    model.fit(x, y, batch_size=8, epochs=epochs, verbose=0, shuffle=False)
+    return model
+
+  @parameterized.named_parameters(
+    ("order0", "full", 0, "full"),
+    ("full_o1", "full", 1, "full"),
+    ("full_o2", "full", 2, "full"),
+    ("stochastic_o1", "stochastic", 1, "full"),
+    ("stochastic_o2", "stochastic", 2, "full"),
+    ("directional_o1", "full", 1, "directional"),
+    ("directional_o2", "stochastic", 2, "directional"),
+    ("teacher_full_o1", "full", 1, "teacher"),
+    ("teacher_stochastic_o2", "stochastic", 2, "teacher"),
+  )
+  def test_trains_as_the_model_of_that_input_alone(self, mode, order, kind):
+    positions, types, y = _multi_input_data(order, kind)
+    options = dict(order=order, mode=mode, seed=4)
+    teachers = [None, None]
+    if kind == "teacher":
+      teachers = [_force_field(seed=9), _FixedTypes(_force_field(seed=9))]
+    multi = self._fit(
+      model_lib.SobolevModel(
+        _force_field(),
+        derivative_inputs="positions",
+        teacher=teachers[0],
+        **options,
+      ),
+      {"positions": positions, "types": types},
+      y,
+    )
+    single = self._fit(
+      model_lib.SobolevModel(
+        _FixedTypes(_force_field()), teacher=teachers[1], **options
+      ),
+      positions,
+      y,
+    )
+    self.assertEqual(int(multi.optimizer.iterations.numpy()), 4)
+    for a, b in zip(
+      multi.model.get_weights(), single.model.net.get_weights(), strict=True
+    ):
+      self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
+
+  def test_several_inputs_are_differentiated_as_their_concatenation(self):
+    rng = np.random.default_rng(0)
+    space = rng.uniform(-1, 1, (16, 2)).astype("float32")
+    time = rng.uniform(0, 1, (16, 1)).astype("float32")
+    y = {
+      "value": np.sin(space[:, :1]) * time,
+      "d1": rng.normal(size=(16, 1, 3)).astype("float32"),
+    }
+
+    def net(inputs):
+      keras.utils.set_random_seed(0)
+      hidden = keras.layers.Dense(8, "tanh")(inputs)
+      return keras.layers.Dense(1)(hidden)
+
+    s, t = keras.Input((2,), name="space"), keras.Input((1,), name="time")
+    split = keras.Model(
+      {"space": s, "time": t}, net(keras.layers.Concatenate()([s, t]))
+    )
+    joint_input = keras.Input((3,))
+    joint = keras.Model(joint_input, net(joint_input))
+    a = self._fit(
+      model_lib.SobolevModel(
+        split, order=1, derivative_inputs=["space", "time"]
+      ),
+      {"space": space, "time": time},
+      y,
+    )
+    b = self._fit(
+      model_lib.SobolevModel(joint, order=1),
+      np.concatenate([space, time], 1),
+      y,
+    )
+    for wa, wb in zip(
+      a.model.get_weights(), b.model.get_weights(), strict=True
+    ):
+      self.assertAllClose(wa, wb, rtol=1e-5, atol=1e-6)
+
+  def test_shapes_are_checked_against_the_named_input(self):
+    positions, types, y = _multi_input_data(1, "full")
+    y["d1"] = np.ones((16, 2, 4), "float32")
+    model = model_lib.SobolevModel(
+      _force_field(), order=1, derivative_inputs="positions"
+    )
+    model.compile(optimizer="sgd")
+    with self.assertRaisesRegex(
+      ValueError, r"y\['d1'\].*expected shape \[B, 2, 3\].*input shape \[3\]"
+    ):
+      model.fit({"positions": positions, "types": types}, y, verbose=0)
+
+  def test_unnamed_inputs_of_a_multi_input_model_are_an_error(self):
+    positions, types, y = _multi_input_data(1, "full")
+    model = model_lib.SobolevModel(_force_field(), order=1)
+    model.compile(optimizer="sgd")
+    with self.assertRaisesRegex(ValueError, "derivative_inputs"):
+      model.fit({"positions": positions, "types": types}, y, verbose=0)
+
+  def test_save_load_round_trip(self):
+    positions, types, y = _multi_input_data(1, "full")
+    x = {"positions": positions, "types": types}
+    model = self._fit(
+      model_lib.SobolevModel(
+        _force_field(), order=1, derivative_inputs="positions"
+      ),
+      x,
+      y,
+      epochs=1,
+    )
+    path = os.path.join(self.get_temp_dir(), "force_field.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    self.assertEqual(loaded.derivative_inputs.names, ("positions",))
+    self.assertAllClose(
+      loaded.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
+    self.assertAllClose(
+      loaded.evaluate(x, y, verbose=0, return_dict=True),
+      model.evaluate(x, y, verbose=0, return_dict=True),
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from sobolev_tf import config as config_lib
+from sobolev_tf import directional
 from sobolev_tf import model as model_lib
 from sobolev_tf import objective as objective_lib
 from sobolev_tf import targets as targets_lib
@@ -29,8 +30,10 @@ from sobolev_tf import testing
 testing.configure_logical_cpus(2)
 
 TERMS = config_lib.TERMS
-DIRECTIONS = targets_lib.DIRECTIONS
-DIRECTIONAL = targets_lib.DIRECTIONAL
+DIRECTIONS = {
+  k: directional.DirectionalTarget.directions_key(k) for k in (1, 2)
+}
+DIRECTIONAL = {k: directional.DirectionalTarget.values_key(k) for k in (1, 2)}
 MASKS = targets_lib.MASKS
 
 
@@ -433,9 +436,9 @@ class _Problem:
 
 def _names(key: str) -> tuple:
   """Names an error about data key `key` may use: it, or its pair."""
-  for order, directional in DIRECTIONAL.items():
-    if key in (directional, DIRECTIONS[order]):
-      return _quoted(directional) + _quoted(DIRECTIONS[order])
+  for order, values_key in DIRECTIONAL.items():
+    if key in (values_key, DIRECTIONS[order]):
+      return _quoted(values_key) + _quoted(DIRECTIONS[order])
   return _quoted(key)
 
 
@@ -1053,7 +1056,7 @@ class DtypeAndSeedRegressionTest(tf.test.TestCase):
     )
 
   def test_projected_targets_of_another_dtype(self):
-    # InvalidArgumentError in derivatives.project_jacobian (matmul of the
+    # InvalidArgumentError in projections.project_jacobian (matmul of the
     # float64 target with float32 directions).
     objective = objective_lib.SobolevObjective(
       order=1, mode="stochastic", balance="none"

@@ -6,8 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 from sobolev_tf import config as config_lib
-from sobolev_tf import derivatives
 from sobolev_tf import objective as objective_lib
+from sobolev_tf import projections
 from sobolev_tf import testing
 
 testing.configure_logical_cpus(2)
@@ -96,12 +96,12 @@ class TermsTest(ObjectiveTestCase):
 
   def _stochastic_reference(self, seed, num_projections):
     """Brute-force projected terms from full derivatives."""
-    v1 = derivatives.sample_directions(
+    v1 = projections.sample_directions(
       num_projections,
       self.targets["value"],
       tf.random.experimental.stateless_fold_in(seed, 1),
     )
-    v2 = derivatives.sample_directions(
+    v2 = projections.sample_directions(
       num_projections, self.x, tf.random.experimental.stateless_fold_in(seed, 2)
     )
     d1_error = _batch_jacobian(self.model, self.x) - self.targets["d1"]
@@ -508,7 +508,8 @@ class DirectionalTargetsTest(ObjectiveTestCase):
     (
       "both_forms",
       {"d1": 0, "d1_directions": 0, "d1_directional": 0},
-      r"both a full target 'd1' and directional targets",
+      r"several kinds for order 1 \('d1'\): full targets \['d1'\] and "
+      r"directional targets \['d1_directional', 'd1_directions'\]",
     ),
   )
   def test_invalid_keys(self, extra, message):

@@ -36,7 +36,14 @@ def _namespace() -> dict:
   unknown = gradient.copy()
   unknown[::2, 0, 1] = np.nan  # The adjoint gives df/dx1 for half the points.
   tangents = rng.normal(size=(64, 3, 2)).astype("float32")  # [B, K, in]
+  # A force field: E(r, z) = |r|^2 / 2 + z, so the forces are -r.
+  positions = rng.normal(size=(64, 3)).astype("float32")
+  types = rng.integers(0, 4, (64, 1)).astype("int32")
   return {
+    "r": positions,
+    "z": types,
+    "energy": 0.5 * np.sum(positions**2, 1, keepdims=True) + types,
+    "forces": -positions,
     "x": x,
     "f_x": value,
     "grad_f_x": gradient,
@@ -55,7 +62,7 @@ def _namespace() -> dict:
 class ReadmeTest(tf.test.TestCase):
   def test_examples_run(self):
     examples = _examples()
-    self.assertLen(examples, 4)
+    self.assertLen(examples, 5)
     namespace = _namespace()
     os.chdir(self.get_temp_dir())
     try:

@@ -227,19 +227,6 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     for a, b in zip(kernels, expected, strict=True):
       self.assertAllEqual(a, b)
 
-  def test_grid_values(self):
-    function = functions.get_function("booth")
-    config = _config()
-    (_, y), _ = regression.make_data(config, function)
-    network = regression.build_model(config, function, y).model
-    x1, x2, values, gradients = regression.grid_values(network, function, 8)
-    self.assertEqual(values.shape, (8, 8))
-    self.assertEqual(gradients.shape, (8, 8, 2))
-    self.assertAllClose(
-      x1[[0, -1]], function.lower[0:1].tolist() + function.upper[0:1].tolist()
-    )
-    self.assertEqual(x2.shape, (8,))
-
 
 if __name__ == "__main__":
   tf.test.main()

@@ -1,7 +1,10 @@
 """Tests for sobolev_tf.tasks.synthetic_gradients_task."""
 
+from absl.testing import parameterized
+import numpy as np
 import tensorflow as tf
 
+from launch import loop
 from sobolev_tf import testing
 from sobolev_tf.tasks import synthetic_gradients as sg
 from sobolev_tf.tasks import synthetic_gradients_task as sg_task
@@ -9,7 +12,7 @@ from sobolev_tf.tasks import synthetic_gradients_task as sg_task
 testing.configure_logical_cpus(2)
 
 
-class TaskTest(tf.test.TestCase):
+class TaskTest(tf.test.TestCase, parameterized.TestCase):
   def _task(self, **kwargs):
     return sg_task.SyntheticGradientsTask(
       sg.Config("sobolev", channels=(4, 4, 6)),
@@ -49,6 +52,42 @@ class TaskTest(tf.test.TestCase):
       self.assertAllEqual(a, b)
       if a.ndim > 1:
         self.assertNotAllEqual(a, c)
+
+  @parameterized.parameters(False, True)
+  def test_loop_stops_at_a_nan_batch_with_fits_error(self, jit_compile):
+    task = self._task()
+    clean = task.dataset
+
+    def dataset(context, start_step):
+      # Batch 3 (the fourth) holds one NaN pixel.
+      nan = np.zeros((8, 8, 8, 1), "float32")
+      nan[5, 3, 3, 0] = np.nan
+      return (
+        clean(context, start_step)
+        .enumerate()
+        .map(
+          lambda i, batch: (
+            tf.where(i == 3 - start_step, batch[0] + nan, batch[0]),
+            batch[1],
+          )
+        )
+      )
+
+    task.dataset = dataset
+    settings = loop.Settings(
+      steps_per_execution=1, checkpoints_per_run=1, jit_compile=jit_compile
+    )
+    with self.assertRaisesRegex(
+      ValueError,
+      r"not applied in run digits-m3-sobolev-s2 before step 3 because the "
+      r"input x holds NaN or Inf",
+    ):
+      loop.run(
+        task, tf.distribute.get_strategy(), self.get_temp_dir(), settings
+      )
+    self.assertEqual(int(task.step_counter.numpy()), 3)
+    for variable in task.classifier.variables:
+      self.assertTrue(np.all(np.isfinite(variable.numpy())), variable.name)
 
   def test_invalid_settings(self):
     with self.assertRaisesRegex(ValueError, "Received: dataset='mnist'"):

@@ -25,11 +25,13 @@ import abc
 import dataclasses
 from typing import Any
 from typing import Dict
+from typing import Optional
 from typing import Union
 
 import tensorflow as tf
 
 from sobolev_tf import checks
+from sobolev_tf import finite_updates
 
 HParamValue = Union[bool, int, float, str]
 
@@ -128,12 +130,21 @@ class Task(abc.ABC):
     The default `step_counter` reads the `optimizer` among them.
     """
 
-  def check_steps(self) -> None:  # noqa: B027 (a hook, a no-op by default)
+  @property
+  def guard(self) -> Optional[finite_updates.StepGuard]:
+    """The guard of a task whose steps skip non-finite updates, or `None`."""
+    return None
+
+  def check_steps(self) -> None:
     """Raises from the host if a step just run was not applied.
 
-    The loop calls it after every execution; a task whose steps skip
-    non-finite updates (`sobolev_tf.training.StepGuard`) raises here.
+    The loop calls it after every execution: a skipped step is an error
+    that names its cause (`guard`).
     """
+    if self.guard is not None:
+      self.guard.raise_if_skipped(
+        f"in run {self.run_id} before step {int(self.step_counter.numpy())} "
+      )
 
   @abc.abstractmethod
   def evaluate(self) -> Dict[str, float]:

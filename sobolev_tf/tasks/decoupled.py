@@ -10,16 +10,16 @@ modules predict per-example gradients, `∂ℓ_b/∂h_b`; the variants are
 described in `synthetic_gradients`.
 
 Every target is detached (`tf.stop_gradient`): a known bug of public DNI
-code trained the SG module through its own target. The critics' gradients
-and the SG modules' losses come from the core: `SobolevObjective` (order 0
-for `critic`, order 1 for `sobolev`, order 1 with value weight 0 for `vfbn`)
-and `derivatives.vector_jacobian_product`. With `warmup_steps`, the SG
-modules train for that many steps before their gradients reach the lower
-stages.
+code trained the SG module through its own target. Each SG module trains
+through the core's step (`training.sobolev_gradients`) on a
+`SobolevObjective` (order 0 on the gradient for `direct`, order 0 on the
+loss for `critic`, order 1 for `sobolev`, order 1 with value weight 0 for
+`vfbn`). A step is applied whole or not at all (`apply_updates`). With
+`warmup_steps`, the SG modules train for that many steps before their
+gradients reach the lower stages.
 
-Each training step also logs, per split, the cosine between the synthetic
-gradient and the true gradient (the top stage's loss backpropagated through
-every stage above the split), averaged over the batch.
+A step also logs, per split, the batch's mean cosine between the synthetic
+and the true gradient (the top loss backpropagated through the stages).
 """
 
 from typing import Any
@@ -33,9 +33,10 @@ import keras
 import sonnet as snt
 import tensorflow as tf
 
-from sobolev_tf import derivatives
 from sobolev_tf import distribute_utils
+from sobolev_tf import finite_updates
 from sobolev_tf import objective as objective_lib
+from sobolev_tf import projections
 from sobolev_tf import training
 from sobolev_tf.layers import synthetic_gradients as sg_layers
 from sobolev_tf.tasks import synthetic_gradients as sg
@@ -52,9 +53,8 @@ def _cosine(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
 
 
 def _accuracy(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
-  return tf.reduce_mean(
-    tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float32)
-  )
+  correct = tf.equal(tf.argmax(logits, -1), labels)
+  return tf.reduce_mean(tf.cast(correct, tf.float32))
 
 
 class _ForwardPass(NamedTuple):
@@ -104,28 +104,15 @@ class DecoupledClassifier(snt.Module):
       self.network.parts[start:end]
       for start, end in zip(bounds[:-1], bounds[1:], strict=True)
     ]
-    self.sg_modules = [
-      self._make_sg_module(config.block_channels[cut], k)
-      for k, cut in enumerate(cuts)
+    sgs = [
+      self._make_sg(config.block_channels[cut], k) for k, cut in enumerate(cuts)
     ]
-    weights = {
-      "vfbn": [0.0, config.gradient_weight],
-      "critic": [1.0],
-      "sobolev": [1.0, config.gradient_weight],
-    }.get(config.variant)
+    self.sg_modules = [module for module, _ in sgs]
     # One objective per module: each split's targets have their own scale.
-    self.sg_objectives = (
-      [
-        objective_lib.SobolevObjective(
-          order=len(weights) - 1, loss_weights=weights, balance=config.balance
-        )
-        for _ in self.sg_modules
-      ]
-      if weights
-      else []
-    )
+    self.sg_objectives = [o for _, o in sgs if o is not None]
     self.optimizer = keras.optimizers.Adam(config.learning_rate)
     self.sg_optimizer = keras.optimizers.Adam(config.sg_learning_rate)
+    self.guard = finite_updates.StepGuard()
     # Build every variable now, so that checkpoints restore before training.
     images = tf.zeros([1, *input_shape])
     labels = tf.zeros([1], tf.int64)
@@ -137,23 +124,31 @@ class DecoupledClassifier(snt.Module):
       if sg_module is not None:
         sg_module(h, labels)
     self.optimizer.build(self.network.trainable_variables)
-    if self.sg_modules:
-      self.sg_optimizer.build(self.sg_variables)
+    self.sg_optimizer.build(
+      [v for m in self.sg_modules if m for v in m.trainable_variables]
+    )
 
-  def _make_sg_module(self, channels: int, index: int) -> Optional[snt.Module]:
+  def _make_sg(
+    self, channels: int, index: int
+  ) -> Tuple[Optional[snt.Module], Optional[objective_lib.SobolevObjective]]:
+    """The SG module at split `index` and its objective, or `None`s."""
     variant, classes = self.config.variant, self.config.num_classes
+    weight, balance = self.config.gradient_weight, self.config.balance
     if variant == "direct":
-      return sg_layers.DirectSG(classes, channels, name=f"direct_sg_{index}")
-    if variant == "vfbn":
-      return sg_layers.ScalarCritic(classes, name=f"scalar_critic_{index}")
-    if variant in ("critic", "sobolev"):
-      return sg_layers.LossCritic(classes, name=f"loss_critic_{index}")
-    return None
-
-  @property
-  def sg_variables(self) -> List[tf.Variable]:
-    """The SG modules' trainable variables."""
-    return [v for m in self.sg_modules if m for v in m.trainable_variables]
+      # A regression of the synthetic gradient on the true one, as DNI's.
+      module = sg_layers.DirectSG(classes, channels, name=f"direct_sg_{index}")
+      weights, balance = [weight], "none"
+    elif variant == "vfbn":
+      module = sg_layers.ScalarCritic(classes, name=f"scalar_critic_{index}")
+      weights = [0.0, weight]
+    elif variant in ("critic", "sobolev"):
+      module = sg_layers.LossCritic(classes, name=f"loss_critic_{index}")
+      weights = [1.0] if variant == "critic" else [1.0, weight]
+    else:
+      return None, None
+    return module, objective_lib.SobolevObjective(
+      order=len(weights) - 1, loss_weights=weights, balance=balance
+    )
 
   @staticmethod
   def _run(stage, x: tf.Tensor, is_training: bool) -> tf.Tensor:
@@ -172,41 +167,28 @@ class DecoupledClassifier(snt.Module):
     module = self.sg_modules[index]
     if self.config.variant == "direct":
       return module(h, labels)
-    return derivatives.vector_jacobian_product(
+    return projections.vector_jacobian_product(
       lambda a: module(a, labels), h, tf.ones_like(labels, h.dtype)
     )
 
-  def _sg_loss(
-    self,
-    index: int,
-    h: tf.Tensor,
-    labels: tf.Tensor,
-    value_target: tf.Tensor,
-    gradient_target: tf.Tensor,
-  ) -> tf.Tensor:
-    """The SG module's training loss at split `index` (targets detached)."""
-    module = self.sg_modules[index]
-    value_target = tf.stop_gradient(value_target)
-    gradient_target = tf.stop_gradient(gradient_target)
-    if self.config.variant == "direct":
-      error = tf.square(module(h, labels) - gradient_target)
-      return (
-        self.config.gradient_weight
-        * tf.reduce_mean(error)
-        * distribute_utils.replica_scale()
-      )
-    targets = {"value": value_target[:, None], "d1": gradient_target[:, None]}
-    if self.config.variant == "critic":
-      targets.pop("d1")
-    if self.config.variant == "vfbn":
-      targets.pop("value")
-    return self.sg_objectives[index](
-      lambda a: module(a, labels)[:, None], h, targets, training=True
-    ).total
+  def _sg_targets(self, value_target, gradient_target) -> Dict[str, tf.Tensor]:
+    """The SG module's targets at a split (detached), by term."""
+    variant = self.config.variant
+    if variant == "direct":
+      return {"value": tf.stop_gradient(gradient_target)}
+    targets = {}
+    if variant in ("critic", "sobolev"):
+      targets["value"] = tf.stop_gradient(value_target)[:, None]
+    if variant in ("vfbn", "sobolev"):
+      targets["d1"] = tf.stop_gradient(gradient_target)[:, None]
+    return targets
 
-  @training.xla_cpu_matmul_gradients()
   def train_step(self, batch: Tuple[tf.Tensor, tf.Tensor]) -> Dict[str, Any]:
-    """One step of every stage and every SG module; returns scalar logs."""
+    """One step of every stage and every SG module; returns scalar logs.
+
+    Applied whole or not at all: a batch with NaN or Inf leaves every
+    weight and optimiser slot as it was, and `guard` records why.
+    """
     images, labels = batch
     with tf.GradientTape(persistent=True) as tape:
       forward = self._forward(tape, images)
@@ -218,18 +200,23 @@ class DecoupledClassifier(snt.Module):
       "loss": tf.reduce_mean(losses),
       "accuracy": _accuracy(forward.outputs[-1], labels),
     }
-    variables = self.network.trainable_variables
-    if self.config.variant == "backprop":
-      self.optimizer.apply(tape.gradient(loss, variables), variables)
-      return logs
-    gradients, sg_gradients = self._decoupled_gradients(
-      forward, labels, losses, loss, logs
+    checks = finite_updates.StepChecks(
+      finite_updates.all_finite([images]),
+      tf.constant(True),
+      tf.math.is_finite(loss),
     )
+    variables = self.network.trainable_variables
+    sg_updates = []
+    if self.config.variant == "backprop":
+      gradients = tape.gradient(loss, variables)
+    else:
+      by_id, sg_updates, checks = self._decoupled_gradients(
+        forward, labels, losses, loss, logs, checks
+      )
+      gradients = [by_id[id(v)] for v in variables]
     del tape, forward
-    self.optimizer.apply([gradients[id(v)] for v in variables], variables)
-    if sg_gradients:
-      grads, sg_vars = zip(*sg_gradients, strict=True)
-      self.sg_optimizer.apply(list(grads), list(sg_vars))
+    stages = finite_updates.Update(self.optimizer, gradients, variables)
+    finite_updates.apply_updates([stages, *sg_updates], checks, self.guard)
     return logs
 
   def _forward(self, tape: tf.GradientTape, images: tf.Tensor) -> _ForwardPass:
@@ -244,13 +231,10 @@ class DecoupledClassifier(snt.Module):
       outputs.append(h)
     return _ForwardPass(tape, inputs, outputs)
 
-  def _true_gradients(
-    self, forward: _ForwardPass, losses: tf.Tensor
-  ) -> List[tf.Tensor]:
+  def _true_gradients(self, forward, losses) -> List[tf.Tensor]:
     """The true per-example gradient at every split.
 
-    Backpropagated by hand across the boundaries, for the top split's
-    targets and the cosines.
+    For the top split's targets and the cosines, by hand across splits.
     """
     true_gradients = [None] * len(self.sg_modules)
     upstream = forward.tape.gradient(losses, forward.inputs[-1])  # of their sum
@@ -267,13 +251,17 @@ class DecoupledClassifier(snt.Module):
     losses: tf.Tensor,
     loss: tf.Tensor,
     logs: Dict[str, tf.Tensor],
-  ) -> Tuple[Dict[int, tf.Tensor], List[Tuple[tf.Tensor, tf.Variable]]]:
-    """Gradients of the stages (by variable id) and of the SG modules.
+    checks: finite_updates.StepChecks,
+  ) -> Tuple[
+    Dict[int, tf.Tensor], List[finite_updates.Update], finite_updates.StepChecks
+  ]:
+    """Gradients of the stages (by variable id) and the SG modules' update.
 
     The top stage gets the true gradient; from the top split down, each SG
     module trains on its targets and its synthetic gradient trains the
     stage below it, and gives the targets of the split below. Adds each
-    split's SG loss and cosine to `logs`.
+    split's SG loss and cosine to `logs`, and the SG objectives' checks to
+    `checks`.
     """
     true_gradients = self._true_gradients(forward, losses)
     top_variables = _variables(self.stages[-1])
@@ -283,24 +271,23 @@ class DecoupledClassifier(snt.Module):
     scale = self._synthetic_scale(
       tf.shape(labels)[0], forward.outputs[-1].dtype
     )
-    sg_gradients = []
-    value_target, gradient_target = losses, true_gradients[-1]
+    sg_gradients, sg_variables = [], []
+    targets = losses, true_gradients[-1]
     for index in reversed(range(len(self.sg_modules))):
       h_split = tf.stop_gradient(forward.outputs[index])
       synthetic = tf.zeros_like(h_split)
       if self.config.variant != "noprop":
-        sg_loss, module_gradients, synthetic = self._train_sg_module(
-          index, h_split, labels, value_target, gradient_target
+        result, synthetic = self._train_sg_module(
+          index, h_split, labels, *targets
         )
-        sg_gradients += module_gradients
-        logs[f"sg_loss_{index}"] = sg_loss / distribute_utils.replica_scale()
+        sg_gradients += result.gradients
+        sg_variables += result.variables
+        checks &= result.checks
+        logs[f"sg_loss_{index}"] = (
+          result.losses.total / distribute_utils.replica_scale()
+        )
         logs[f"cosine_{index}"] = _cosine(synthetic, true_gradients[index])
-        if index:  # The signal this split sends down to the one below.
-          gradient_target = forward.backprop(
-            index, forward.inputs[index], synthetic
-          )
-          if self.config.variant in ("critic", "sobolev"):
-            value_target = self.sg_modules[index](h_split, labels)
+        targets = self._targets_below(forward, index, labels, synthetic)
       stage_variables = _variables(self.stages[index])
       gradients.update(
         _by_id(
@@ -308,7 +295,28 @@ class DecoupledClassifier(snt.Module):
           forward.backprop(index, stage_variables, synthetic * scale),
         )
       )
-    return gradients, sg_gradients
+    updates = []
+    if sg_variables:
+      updates.append(
+        finite_updates.Update(self.sg_optimizer, sg_gradients, sg_variables)
+      )
+    return gradients, updates, checks
+
+  def _targets_below(self, forward, index, labels, synthetic):
+    """The value and gradient targets split `index` sends to the one below.
+
+    The gradient is the synthetic one carried through stage `index`; a
+    loss critic's value is its own prediction.
+    """
+    if not index:
+      return None, None
+    gradient = forward.backprop(index, forward.inputs[index], synthetic)
+    value = None
+    if self.config.variant in ("critic", "sobolev"):
+      value = self.sg_modules[index](
+        tf.stop_gradient(forward.outputs[index]), labels
+      )
+    return value, gradient
 
   def _synthetic_scale(self, batch_size: tf.Tensor, dtype: tf.DType):
     """What a synthetic gradient is multiplied by to train its stage.
@@ -330,29 +338,29 @@ class DecoupledClassifier(snt.Module):
     labels: tf.Tensor,
     value_target: tf.Tensor,
     gradient_target: tf.Tensor,
-  ) -> Tuple[tf.Tensor, List[Tuple[tf.Tensor, tf.Variable]], tf.Tensor]:
-    """The SG module's loss at split `index`, with its gradients.
+  ) -> Tuple[training.SobolevGradients, tf.Tensor]:
+    """The SG module's step at split `index` (`training.sobolev_gradients`).
 
     Returns:
-      The loss, its gradients paired with the module's variables, and the
-      module's synthetic gradient (detached).
+      Its losses, gradients and checks, and the module's synthetic gradient
+      (detached).
     """
-    with tf.GradientTape() as sg_tape:
-      sg_loss = self._sg_loss(
-        index, h_split, labels, value_target, gradient_target
-      )
-    module_variables = self.sg_modules[index].trainable_variables
-    module_gradients = list(
-      zip(
-        sg_tape.gradient(sg_loss, module_variables),
-        module_variables,
-        strict=True,
-      )
+    module = self.sg_modules[index]
+    if self.config.variant == "direct":
+      fn = lambda h: module(h, labels)  # noqa: E731
+    else:
+      fn = lambda h: module(h, labels)[:, None]  # noqa: E731  [B, 1]
+    result = training.sobolev_gradients(
+      self.sg_objectives[index],
+      fn,
+      h_split,
+      self._sg_targets(value_target, gradient_target),
+      variables=module.trainable_variables,
     )
     synthetic = tf.stop_gradient(
       self.synthetic_gradient(index, h_split, labels)
     )
-    return sg_loss, module_gradients, synthetic
+    return result, synthetic
 
   def gradient_cosines(
     self, images: tf.Tensor, labels: tf.Tensor

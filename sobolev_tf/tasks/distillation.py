@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from sobolev_tf import checks
 from sobolev_tf import distribute_utils
+from sobolev_tf import finite_updates
 from sobolev_tf import objective as objective_lib
 from sobolev_tf import training
 from sobolev_tf.layers import atari
@@ -169,45 +170,29 @@ class Distiller:
       loss_weights=[1.0, config.derivative_weight],
       balance=config.balance,
     )
-    self.guard = training.StepGuard()
+    self.guard = finite_updates.StepGuard()
     self._seed = seed
 
-  @training.xla_cpu_matmul_gradients()
   def train_step(self, frames: tf.Tensor) -> Dict[str, tf.Tensor]:
-    """One Adam step on a batch of recorded states; returns the terms."""
+    """One Adam step on a batch of recorded states; returns the terms.
+
+    The step is `training.sobolev_train_step`'s: a non-finite one is not
+    applied, and `guard` says why.
+    """
     # Derivatives are taken with respect to the frames as floats (0 to 255).
-    x = tf.cast(frames, tf.float32)
-    with tf.GradientTape() as tape:
-      losses = self.objective(
-        self.student,
-        x,
-        teacher=self.teacher.policy_logits,
-        seed=distribute_utils.step_seed(self._seed, self.optimizer.iterations),
-        training=True,
-      )
-    variables = self.student.trainable_variables
-    gradients = tape.gradient(losses.total, variables)
-    loss_finite = tf.math.is_finite(losses.total)
-    finite, gradients_finite = training.apply_if_finite(
-      self.optimizer, gradients, variables, loss_finite
+    step = training.sobolev_train_step(
+      self.objective,
+      self.student,
+      tf.cast(frames, tf.float32),
+      teacher=self.teacher.policy_logits,
+      seed=distribute_utils.step_seed(self._seed, self.optimizer.iterations),
+      optimizer=self.optimizer,
+      variables=self.student.trainable_variables,
+      guard=self.guard,
     )
-    self.guard.record(
-      finite,
-      tf.constant(True),
-      tf.constant(True),
-      loss_finite,
-      gradients_finite,
+    return training.step_logs(
+      step.losses, balanced=self.objective.config.balance != "none"
     )
-    scale = distribute_utils.replica_scale()
-    return {
-      "loss": losses.total / scale,
-      **{name: term / scale for name, term in losses.terms.items()},
-      **{
-        f"{name}_normalized": term / scale
-        for name, term in losses.normalized.items()
-        if self.objective.config.balance != "none"
-      },
-    }
 
 
 def policy_metrics(

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from sobolev_tf import checks
 from sobolev_tf import config as config_lib
+from sobolev_tf import finite_updates
 from sobolev_tf.layers import atari
 from sobolev_tf.tasks import atari_env
 from sobolev_tf.tasks import base
@@ -170,9 +171,10 @@ class DistillationTask(base.DatasetTask):
       "balance": self.distiller.objective.balance,
     }
 
-  def check_steps(self) -> None:
-    """A skipped (non-finite) step is an error, raised from the host."""
-    self.distiller.guard.raise_if_skipped(f"in run {self.run_id} ")
+  @property
+  def guard(self) -> finite_updates.StepGuard:
+    """The distiller's: a skipped step is an error."""
+    return self.distiller.guard
 
   def dataset(
     self, context: tf.distribute.InputContext, start_step: int

@@ -7,9 +7,11 @@ from typing import Optional
 
 import tensorflow as tf
 
+from sobolev_tf import finite_updates
 from sobolev_tf import model as model_lib
 from sobolev_tf.tasks import base
 from sobolev_tf.tasks import regression
+from sobolev_tf.tasks import surfaces
 
 
 class RegressionTask(base.DatasetTask):
@@ -85,11 +87,10 @@ class RegressionTask(base.DatasetTask):
     """Resets the model's running means."""
     self.model.reset_metrics()
 
-  def check_steps(self) -> None:
-    """`SobolevModel.raise_if_nonfinite`: a skipped step is an error."""
-    self.model.raise_if_nonfinite(
-      f"in run {self.run_id} before step {int(self.step_counter.numpy())} "
-    )
+  @property
+  def guard(self) -> finite_updates.StepGuard:
+    """The model's: a skipped step is an error."""
+    return self.model.guard
 
   def evaluate(self) -> Dict[str, float]:
     """Test MSE of values and gradients (`regression.evaluate`)."""
@@ -100,9 +101,7 @@ class RegressionTask(base.DatasetTask):
     if self.config.dim != 2:
       return {}
     return {
-      "fitted_surface": regression.surface_image(
-        self.model.model, self.function
-      )
+      "fitted_surface": surfaces.surface_image(self.model.model, self.function)
     }
 
   def finish(self, run_dir: str, chief: bool) -> Dict[str, Any]:

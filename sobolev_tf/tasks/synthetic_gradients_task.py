@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from sobolev_tf import checks
+from sobolev_tf import finite_updates
 from sobolev_tf.tasks import base
 from sobolev_tf.tasks import decoupled
 from sobolev_tf.tasks import image_data
@@ -91,6 +92,11 @@ class SyntheticGradientsTask(base.DatasetTask):
       "sg_optimizer": self.classifier.sg_optimizer,
       "sg_balances": [o.balance for o in self.classifier.sg_objectives],
     }
+
+  @property
+  def guard(self) -> finite_updates.StepGuard:
+    """The classifier's: a skipped step is an error."""
+    return self.classifier.guard
 
   def dataset(
     self, context: tf.distribute.InputContext, start_step: int
