@@ -10,6 +10,10 @@ import tensorflow as tf
 import sobolev_tf
 from sobolev_tf import execution
 
+# The host probe itself, as imported: `pytest --host=accelerator` replaces
+# `execution.on_cpu_only` for the session once the tests are collected.
+_ON_CPU_ONLY = execution.on_cpu_only
+
 
 class _Summer:
   """A step that adds each batch into a variable and counts the steps."""
@@ -213,7 +217,7 @@ class SobolevModelFusedTest(tf.test.TestCase, parameterized.TestCase):
       "list_logical_devices",
       side_effect=lambda kind=None: devices.get(kind, ["/device:CPU:0"]),
     ):
-      self.assertIs(execution.on_cpu_only(), expected)
+      self.assertIs(_ON_CPU_ONLY(), expected)
 
   def test_nonfinite_step_skipped_and_raised_when_fused(self):
     x, y = _data(24)

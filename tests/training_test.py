@@ -45,6 +45,18 @@ def _data(batch=8):
   return x, targets
 
 
+def _train_step(objective, net, x, targets, optimizer, guard):
+  return training.sobolev_train_step(
+    objective,
+    net,
+    tf.constant(x),
+    targets,
+    optimizer=optimizer,
+    variables=net.trainable_variables,
+    guard=guard,
+  )
+
+
 def _state(variables):
   return [np.array(v.numpy(), copy=True) for v in variables]
 
@@ -65,15 +77,7 @@ class SobolevStepTest(tf.test.TestCase, parameterized.TestCase):
     optimizer, guard = keras.optimizers.SGD(0.1), finite_updates.StepGuard()
 
     def step():
-      result = training.sobolev_train_step(
-        objective,
-        net,
-        tf.constant(x),
-        targets,
-        optimizer=optimizer,
-        variables=net.trainable_variables,
-        guard=guard,
-      )
+      result = _train_step(objective, net, x, targets, optimizer, guard)
       return result.finite, training.step_logs(result.losses, balanced=False)
 
     applied, logs = _run(mode, step)
@@ -105,15 +109,7 @@ class SobolevStepTest(tf.test.TestCase, parameterized.TestCase):
     )
 
     def step():
-      return training.sobolev_train_step(
-        objective,
-        net,
-        tf.constant(x),
-        targets,
-        optimizer=optimizer,
-        variables=net.trainable_variables,
-        guard=guard,
-      ).finite
+      return _train_step(objective, net, x, targets, optimizer, guard).finite
 
     applied = _run(mode, step)
     skipped = bad == "x" or policy == "raise"
