@@ -224,6 +224,15 @@ def define_balance_flags(
       f"Balance between {terms} (SobolevConfig.balance){note}.",
       flag_values=flag_values,
     ),
+    "balance_floor": flags.DEFINE_float(
+      "balance_floor",
+      config_lib.SobolevConfig.balance_floor,
+      "With --balance=target_scale, the least scale of a derivative term, "
+      "as a fraction of the value's spread over the input's "
+      "(SobolevConfig.balance_floor); 0 for none.",
+      lower_bound=0.0,
+      flag_values=flag_values,
+    ),
   }
 
 
@@ -265,11 +274,75 @@ def define_eval_every_flag(
   return flags.DEFINE_integer(
     "eval_every",
     default,
-    "Steps between test evaluations (the points of each record's learning "
-    "curve and of TensorBoard's eval/ scalars); 0 evaluates at the end only.",
+    "Steps between evaluations (the points of each record's learning curve "
+    "and of TensorBoard's eval/ scalars, and where a validation split "
+    f"selects the best weights); 0: {EVALUATIONS_PER_RUN} per run with a "
+    "validation split, else at the end only.",
     lower_bound=0,
     flag_values=flag_values,
   )
+
+
+# Evaluations per run when a validation split selects the weights and
+# `--eval_every` is 0.
+EVALUATIONS_PER_RUN = 20
+
+
+def eval_every(flag_value: int, steps: int, validation_fraction: float) -> int:
+  """The loop's `eval_every`: the flag's, or the default of a validated run.
+
+  Args:
+    flag_value: `--eval_every`.
+    steps: the runs' steps.
+    validation_fraction: `--validation_fraction`.
+
+  Returns:
+    `flag_value` if set; else `steps / EVALUATIONS_PER_RUN` (at least 1)
+    with a validation split, 0 without.
+  """
+  if flag_value or not validation_fraction:
+    return flag_value
+  return max(1, steps // EVALUATIONS_PER_RUN)
+
+
+def define_validation_flag(
+  flag_values: flags.FlagValues, default: float, what: str
+) -> flags.FlagHolder:
+  """Defines `--validation_fraction`, in [0, 1), on `flag_values`.
+
+  Args:
+    flag_values: the launcher's `FLAGS`.
+    default: the launcher's default.
+    what: what is held out and what selects, for the help.
+
+  Returns:
+    The flag holder.
+  """
+  holder = flags.DEFINE_float(
+    "validation_fraction",
+    default,
+    f"Share of the training data held out for validation ({what}): each "
+    "run ends with the weights of its best validation evaluation and "
+    "records their test metrics (best_*) beside the last ones. 0: no "
+    "split, the last weights.",
+    flag_values=flag_values,
+  )
+  flag_checks.check_flag(
+    flag_values, "validation_fraction", flag_checks.fraction_or_zero
+  )
+  return holder
+
+
+def resolve_jit_compile(flag_value: str, strategy: tf.distribute.Strategy):
+  """`--jit_compile=auto|true|false` as a bool; `auto` is XLA on one replica.
+
+  XLA pays most for the small steps of a sweep on one device (and fuses an
+  execution's steps into one program there); under `MirroredStrategy` on
+  logical CPUs it fails in TensorFlow (see the README's known limits).
+  """
+  if flag_value == "auto":
+    return strategy.num_replicas_in_sync == 1
+  return flag_value == "true"
 
 
 def run_main(main: Callable[[List[str]], Any], flag_values: flags.FlagValues):

@@ -110,6 +110,12 @@ _TERMS = common.define_balance_flags(
   terms="the KL and the Sobolev term",
 )
 _EVAL_EVERY = common.define_eval_every_flag(FLAGS, 200)
+_VALIDATION = common.define_validation_flag(
+  FLAGS,
+  0.1,
+  "whole episodes of the training states; the student's KL to the "
+  "teacher there selects the weights",
+)
 _COMMON = common.define_common_flags(FLAGS)
 
 _PLAY_SEED = 1  # Seed of the played games' starts, shared by every player.
@@ -215,15 +221,20 @@ def markdown_table(
 ) -> str:
   """Final test action error, KL and game score, mean ± std over seeds.
 
-  A cell's game score is the mean ± std over seeds of each student's mean
-  score; the teacher's and random play's are over their episodes.
+  With a validation split the test action error and KL of each run's best
+  validation evaluation (the weights it ends with, which play) stand beside
+  those of its last step. A cell's game score is the mean ± std over seeds
+  of each student's mean score; the teacher's and random play's are over
+  their episodes.
   """
+  selected = any("best_kl" in r for r in records)
   header = [
     "fraction",
     "states",
     "method",
     "test action error (%)",
     "test KL",
+    *(["best-validation action error (%)", "best-validation KL"] * selected),
     "game score",
     "seeds",
   ]
@@ -244,6 +255,15 @@ def markdown_table(
           method,
           files.mean_std_cell([100 * r["action_error"] for r in group]),
           files.mean_std_cell([r["kl"] for r in group], digits=3),
+          *(
+            [
+              files.mean_std_cell(
+                [100 * r["best_action_error"] for r in group]
+              ),
+              files.mean_std_cell([r["best_kl"] for r in group], digits=3),
+            ]
+            * selected
+          ),
           files.mean_std_cell(
             [np.mean(r["scores"]) for r in group if r["scores"]]
           ),
@@ -251,7 +271,8 @@ def markdown_table(
         ]
       )
   for who, scores in reference.items():
-    rows.append(["", "", who, "", "", files.mean_std_cell(scores), ""])
+    blanks = [""] * (4 if selected else 2)
+    rows.append(["", "", who, *blanks, files.mean_std_cell(scores), ""])
   return files.markdown_table(header, rows)
 
 
@@ -301,11 +322,18 @@ def main(argv: List[str]) -> None:
   train, test = distillation.split_by_episode(
     data["episodes"], _TEST_FRACTION.value, seed=_SPLIT_SEED
   )
+  validation = np.zeros([0], np.int64)
+  if _VALIDATION.value:
+    kept, held = distillation.split_by_episode(
+      data["episodes"][train], _VALIDATION.value, seed=_SPLIT_SEED + 1
+    )
+    train, validation = train[kept], train[held]
   states = distillation_task.Recording(
     frames=tf.convert_to_tensor(data["frames"]),
     logits=data["logits"],
     train=train,
     test=test,
+    validation=validation,
   )
   tasks = [
     distillation_task.DistillationTask(config, _TEACHER.value, states)
@@ -317,7 +345,9 @@ def main(argv: List[str]) -> None:
       f"test action error {100 * r['action_error']:.1f}%, KL {r['kl']:.3f}, "
       f"game score {files.mean_std_cell(r['scores'])}"
     ),
-    eval_every=_EVAL_EVERY.value,
+    eval_every=common.eval_every(
+      _EVAL_EVERY.value, _SWEEP["steps"].value, _VALIDATION.value
+    ),
   )
   if not context.chief:
     return

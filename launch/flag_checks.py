@@ -3,7 +3,8 @@
 `check_flag` makes a function that raises `ValueError` a validator of a
 flag (absl then reports `flag --name=value: <message>` before anything
 runs); `check_list_flag` does so for each item of a list flag. The checks
-`positive_int`, `positive_number` and `one_of` serve either.
+`positive_int`, `positive_number`, `fraction_or_zero` and `one_of` serve
+either.
 """
 
 from typing import Any
@@ -65,6 +66,13 @@ def positive_number(value: float) -> float:
   """`value`, which must be above 0, else a `ValueError`."""
   if not value > 0:
     raise ValueError(f"expected a positive number, got {value!r}")
+  return value
+
+
+def fraction_or_zero(value: float) -> float:
+  """`value`, which must be 0 or in (0, 1), else a `ValueError`."""
+  if not 0 <= value < 1:
+    raise ValueError(f"expected 0 or a fraction in (0, 1), got {value!r}")
   return value
 
 

@@ -33,6 +33,7 @@ keras-team/keras#20585, tensorflow/tensorflow#72388), its
 worker writes the same files, and it cannot drive environments.
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -42,6 +43,7 @@ from typing import Callable
 from typing import Dict
 from typing import List
 from typing import Sequence
+from typing import Tuple
 
 from absl import logging
 from tensorboard.plugins.hparams import api as hparams_api
@@ -120,12 +122,50 @@ def _dataset_trainer(
   """`count -> logs`: `count` steps of `strategy.run(task.train_step)`.
 
   With XLA on one replica, the `count` steps run as one XLA program where
-  `execution.fused_steps` chooses to.
+  `execution.fused_steps` chooses to. Programs are reused across runs of
+  the same `task.step_key` (`_PROGRAMS`).
   """
   dataset = strategy.distribute_datasets_from_function(
     lambda context: task.dataset(context, start_step)
   )
   iterator = iter(dataset)
+  key = task.step_key
+  if key is not None:
+    key = (key, id(strategy), settings, repr(iterator.element_spec))
+  programs = _PROGRAMS.get(key) if key is not None else None
+  if programs is None:
+    programs = _programs(task, strategy, settings, iterator.element_spec)
+    if key is not None:
+      _PROGRAMS[key] = programs
+      while len(_PROGRAMS) > _MOST_PROGRAMS:
+        del _PROGRAMS[next(iter(_PROGRAMS))]
+  run_steps, fused = programs
+
+  def train(count: int) -> Dict[str, float]:
+    task.reset_metrics()
+    if fused is None:
+      logs = run_steps(iterator, tf.constant(count))
+    else:
+      logs = fused(iterator, count)
+    return {name: float(value) for name, value in logs.items()}
+
+  return train
+
+
+# The compiled programs of tasks whose steps are the same function of the
+# same variables (`DatasetTask.step_key`): a later run of the sweep reuses
+# them instead of tracing and compiling its own. The oldest are dropped.
+_PROGRAMS: Dict[Any, Tuple[Any, Any]] = {}
+_MOST_PROGRAMS = 8
+
+
+def _programs(task, strategy, settings, element_spec):
+  """`(run_steps, fused)`: an execution's steps, stepwise and fused (or None).
+
+  `run_steps(iterator, count)` runs `count` steps of
+  `strategy.run(task.train_step)`; with XLA on one replica `fused` runs
+  them as one XLA program where `execution.fused_steps` chooses to.
+  """
   replica_step = (
     tf.function(task.train_step, jit_compile=True)
     if settings.jit_compile
@@ -146,20 +186,11 @@ def _dataset_trainer(
     settings.fuse_steps,
     lambda batch: strategy.run(task.train_step, args=(batch,)),
     settings.steps_per_execution,
-    iterator.element_spec,
+    element_spec,
     strategy.num_replicas_in_sync,
     settings.jit_compile,
   )
-
-  def train(count: int) -> Dict[str, float]:
-    task.reset_metrics()
-    if fused is None:
-      logs = run_steps(iterator, tf.constant(count))
-    else:
-      logs = fused(iterator, count)
-    return {name: float(value) for name, value in logs.items()}
-
-  return train
+  return run_steps, fused
 
 
 def _trainer(
@@ -176,6 +207,36 @@ def _trainer(
   raise TypeError(
     f"Expected a DatasetTask or a HostTask. Received: {type(task).__name__}"
   )
+
+
+class Clock:
+  """Wall seconds spent in each phase of a run, for its record and log."""
+
+  PHASES = (
+    "build",
+    "first_execution",
+    "steps",
+    "evaluation",
+    "summaries",
+    "checkpoints",
+    "finish",
+  )
+
+  def __init__(self):
+    self.seconds = dict.fromkeys(self.PHASES, 0.0)
+
+  @contextlib.contextmanager
+  def phase(self, name: str):
+    """Adds the time inside the context to phase `name`."""
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.seconds[name] += time.perf_counter() - start
+
+  def rounded(self) -> Dict[str, float]:
+    """The phases' seconds, rounded to milliseconds."""
+    return {name: round(value, 3) for name, value in self.seconds.items()}
 
 
 def _write_scalars(writer, prefix: str, values: Dict[str, float], step: int):
@@ -202,9 +263,11 @@ class _Run:
     strategy: tf.distribute.Strategy,
     run_dir: str,
     settings: Settings,
+    clock: Clock,
   ):
     self.task = task
     self.settings = settings
+    self.clock = clock
     self.chief = strategies.is_chief(strategy)
     self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
     checkpoint_dir = os.path.join(run_dir, "checkpoints")
@@ -220,6 +283,15 @@ class _Run:
     self.step = int(task.step_counter.numpy())
     self.evaluations = _Evaluations(checkpoint_dir, self.chief)
     self.evaluations.restore(self.step)
+    self.best = None
+    if task.selection is not None:
+      self.best = checkpoints.BestCheckpoint(
+        tf.train.Checkpoint(**task.checkpoint_items()),
+        os.path.join(checkpoint_dir, "best"),
+        *task.selection,
+        chief=self.chief,
+        worker=strategies.task_id(strategy),
+      )
     self.writer = (
       tf.summary.create_file_writer(os.path.join(run_dir, "tensorboard"))
       if self.chief
@@ -244,12 +316,15 @@ class _Run:
 
   def train(self, train: TrainFn) -> None:
     """Trains to the end: executions, summaries, evaluations, checkpoints."""
+    first = True
     while self.step < self.task.num_steps:
       count = self._count()
       start = time.perf_counter()
-      logs = train(count)
+      with self.clock.phase("first_execution" if first else "steps"):
+        logs = train(count)
+        self.task.check_steps()
       elapsed = time.perf_counter() - start
-      self.task.check_steps()
+      first = False
       self.seconds.assign_add(elapsed)
       new_step = int(self.task.step_counter.numpy())
       if new_step != self.step + count:
@@ -259,7 +334,8 @@ class _Run:
         )
       self.step = new_step
       logs["steps_per_second"] = count / elapsed
-      _write_scalars(self.writer, "train", logs, self.step)
+      with self.clock.phase("summaries"):
+        _write_scalars(self.writer, "train", logs, self.step)
       every = self.settings.eval_every
       if every and self.step % every == 0 and self.step < self.task.num_steps:
         self._evaluate()
@@ -267,28 +343,66 @@ class _Run:
         self.step % self.checkpoint_every == 0
         or self.step == self.task.num_steps
       ):
-        self.checkpointer.save(self.step)
+        with self.clock.phase("checkpoints"):
+          self.checkpointer.save(self.step)
+          if self.best is not None:
+            self.best.prune(self.evaluations.points)
 
   def _evaluate(self) -> Dict[str, float]:
-    metrics = self.task.evaluate()
-    _write_scalars(self.writer, "eval", metrics, self.step)
-    if self.settings.eval_every:
+    with self.clock.phase("evaluation"):
+      metrics = self.task.evaluate()
+    with self.clock.phase("summaries"):
+      _write_scalars(self.writer, "eval", metrics, self.step)
+    if self.settings.eval_every or self.best is not None:
       self.evaluations.add({"step": self.step, **metrics})
+    if self.best is not None:
+      if self.best.metric not in metrics:
+        raise ValueError(
+          f"Task {self.task.run_id} selects by {self.best.metric!r}, which "
+          f"its evaluation does not return. Received: {sorted(metrics)}"
+        )
+      with self.clock.phase("checkpoints"):
+        self.best.consider(self.evaluations.points)
     return metrics
 
   def finish(self, run_dir: str) -> Dict[str, Any]:
-    """Evaluates the trained task and makes its record."""
+    """Evaluates the trained task and makes its record.
+
+    With a selection metric, the task ends with the weights of its best
+    evaluation, which `finish` saves, and the record holds their metrics
+    (`best_<metric>`, `best_step`) beside the last ones.
+    """
     metrics = self._evaluate()
-    with self.writer.as_default(step=self.step):
-      for name, image in self.task.summary_images().items():
-        tf.summary.image(f"eval/{name}", image)
-    self.writer.close()
+    with self.clock.phase("summaries"):
+      with self.writer.as_default(step=self.step):
+        for name, image in self.task.summary_images().items():
+          tf.summary.image(f"eval/{name}", image)
     record = self.task.record(metrics)
     if self.settings.eval_every:
       record["curve"] = self.evaluations.points
-    record.update(self.task.finish(run_dir, self.chief))
     record["train_seconds"] = round(float(self.seconds.numpy()), 2)
+    if self.best is not None:
+      record.update(self._best_record(metrics))
+    with self.clock.phase("finish"):
+      self.writer.close()
+      record.update(self.task.finish(run_dir, self.chief))
+    record["seconds"] = self.clock.rounded()
     return record
+
+  def _best_record(self, last: Dict[str, float]) -> Dict[str, Any]:
+    """The best evaluation's weights restored, and their metrics."""
+    with self.clock.phase("checkpoints"):
+      best = self.best.restore(self.evaluations.points)
+    if best["step"] == self.step:
+      metrics = last
+    else:
+      with self.clock.phase("evaluation"):
+        metrics = self.task.evaluate()
+    _write_scalars(self.writer, "best", metrics, best["step"])
+    return {
+      "best_step": best["step"],
+      **{f"best_{name}": value for name, value in metrics.items()},
+    }
 
 
 def run(
@@ -316,11 +430,16 @@ def run(
       by one per step, or no existing checkpoint can be read.
   """
   task.check_strategy(strategy)
-  with strategy.scope():
-    task.build()
-  state = _Run(task, strategy, run_dir, settings)
-  if state.step < task.num_steps:
-    state.train(_trainer(task, strategy, state.step, settings))
+  clock = Clock()
+  with clock.phase("build"):
+    with strategy.scope():
+      task.build()
+    state = _Run(task, strategy, run_dir, settings, clock)
+    trainer = None
+    if state.step < task.num_steps:
+      trainer = _trainer(task, strategy, state.step, settings)
+  if trainer is not None:
+    state.train(trainer)
   return state.finish(run_dir)
 
 
@@ -362,23 +481,41 @@ def run_sweep(
   )
   chief = strategies.is_chief(strategy)
   start = time.perf_counter()
+  totals = dict.fromkeys(Clock.PHASES + ("store",), 0.0)
   for index, task in enumerate(todo):
     run_dir = os.path.join(workdir, "runs", task.run_id)
     record = run(task, strategy, run_dir, settings)
+    stored = time.perf_counter()
     if chief:
       _store(record, store, run_dir)
+    for name, value in record["seconds"].items():
+      totals[name] += value
+    totals["store"] += time.perf_counter() - stored
     elapsed = time.perf_counter() - start
     logging.info(
-      "[%d/%d] %s: %s (%.1fs; ~%.0fs left)",
+      "[%d/%d] %s: %s (%.1fs: %s; ~%.0fs left)",
       index + 1,
       len(todo),
       task.run_id,
       describe(record),
-      record["train_seconds"],
+      sum(record["seconds"].values()),
+      _phases(record["seconds"]),
       elapsed / (index + 1) * (len(todo) - index - 1),
+    )
+  if todo:
+    logging.info(
+      "Sweep: %d runs in %.1fs: %s",
+      len(todo),
+      time.perf_counter() - start,
+      _phases(totals),
     )
   run_ids = {task.run_id for task in tasks}
   return [r for r in store.records() if r["run_id"] in run_ids]
+
+
+def _phases(seconds: Dict[str, float]) -> str:
+  """`build 0.4, first_execution 1.2, ...`: the phases that took time."""
+  return ", ".join(f"{k} {v:.2f}" for k, v in seconds.items() if v >= 0.005)
 
 
 def _check_sweep(

@@ -106,11 +106,20 @@ _GRADIENT_LOSS = flags.DEFINE_enum(
   flag_values=FLAGS,
 )
 _EVAL_EVERY = common.define_eval_every_flag(FLAGS, 0)
+_VALIDATION = common.define_validation_flag(
+  FLAGS, 0.0, "its points' value error selects the weights"
+)
 _TEST_SIZE = flags.DEFINE_integer(
   "test_size", 10_000, "Held-out points.", lower_bound=1, flag_values=FLAGS
 )
-_JIT_COMPILE = flags.DEFINE_bool(
-  "jit_compile", False, "Compile the training step with XLA.", flag_values=FLAGS
+_JIT_COMPILE = flags.DEFINE_enum(
+  "jit_compile",
+  "auto",
+  ["auto", "true", "false"],
+  "Compile the training step with XLA ('auto': on one replica, where each "
+  "run's small steps gain the most; every run of the same shapes reuses "
+  "the program).",
+  flag_values=FLAGS,
 )
 _FUSE_STEPS = flags.DEFINE_enum(
   "fuse_steps",
@@ -179,6 +188,7 @@ def sweep_configs() -> List[regression.RunConfig]:
       domain=_DOMAIN.value,
       balance=_TERMS["balance"].value,
       gradient_loss=_GRADIENT_LOSS.value,
+      validation_fraction=_VALIDATION.value,
     )
     for name, dim in map(_function, _FUNCTIONS.value)
     for size in train_sizes
@@ -243,7 +253,10 @@ def main(argv: List[str]) -> None:
   del argv
   context = common.setup(_COMMON)
   configs = sweep_configs()
-  tasks = [regression_task.RegressionTask(config) for config in configs]
+  tasks = [
+    regression_task.RegressionTask(config, share_model=True)
+    for config in configs
+  ]
   context.write_config(
     FLAGS,
     num_runs=len(configs),
@@ -260,8 +273,12 @@ def main(argv: List[str]) -> None:
       f"test MSE {record['test_mse']:.4g}, "
       f"gradient MSE {record['test_gradient_mse']:.4g}"
     ),
-    eval_every=_EVAL_EVERY.value,
-    jit_compile=_JIT_COMPILE.value,
+    eval_every=common.eval_every(
+      _EVAL_EVERY.value, configs[0].steps, _VALIDATION.value
+    ),
+    jit_compile=common.resolve_jit_compile(
+      _JIT_COMPILE.value, context.strategy
+    ),
     fuse_steps={"auto": "auto", "true": True, "false": False}[
       _FUSE_STEPS.value
     ],

@@ -37,6 +37,7 @@ from typing import Optional
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from sobolev_tf import distribute_utils
@@ -89,6 +90,8 @@ class Balance(keras.layers.Layer):
     raw: Dict[str, tf.Tensor],
     loss_fn: LossFn,
     update: bool,
+    x: Optional[tf.Tensor] = None,
+    y: Optional[tf.Tensor] = None,
   ) -> Dict[str, tf.Tensor]:
     """Each term made unit-free.
 
@@ -99,11 +102,13 @@ class Balance(keras.layers.Layer):
       loss_fn: `(term, scale)` to the term's loss with target and
         prediction divided by `scale`.
       update: whether to update the running statistics (training steps).
+      x: the input batch (for schemes with an input statistic).
+      y: the model's output (likewise).
 
     Returns:
       The normalised terms, keyed like `raw`.
     """
-    del terms, loss_fn, update
+    del terms, loss_fn, update, x, y
     return dict(raw)
 
   def get_config(self):
@@ -122,11 +127,24 @@ class TargetScale(Balance):
   the statistics. A target that is zero everywhere has no scale and its
   term is left as it is.
 
+  With a `floor`, the scale of an order-`k` derivative (full or projected)
+  is at least `floor * sigma_y / (sigma_x * sqrt(D))^k`: the size of an
+  entry of the derivative of a function that varies by `sigma_y` over
+  inputs of `D` entries spread by `sigma_x`. `sigma_x` is the running
+  standard deviation of the inputs' entries and `sigma_y` the value's: of
+  its targets where the value term is normalised, else of the model's
+  output. The floor is in the derivative's own units, so it keeps the
+  balance invariant to the units of `x` and `y`, and bounds a divisor that
+  a batch or a phase of training with tiny derivative targets (near a
+  minimum, bootstrapped targets that start at zero) would make tiny.
+
   Args:
     keys: the active terms.
     decay: decay of the running statistics.
     normalize_value: whether the value term is normalised (`False` when an
       output transform makes it unit-free).
+    floor: the derivative scales' lower bound, as a fraction of the value's
+      spread over the input's; 0 for none.
     **kwargs: `keras.layers.Layer` arguments.
   """
 
@@ -135,86 +153,102 @@ class TargetScale(Balance):
     keys: Sequence[str],
     decay: float = 0.99,
     normalize_value: bool = True,
+    floor: float = 0.0,
     **kwargs,
   ):
     super().__init__(keys, decay, **kwargs)
     self.normalize_value = bool(normalize_value)
+    self.floor = float(floor)
     self.scaled_keys = tuple(
       k for k in self.keys if k != "value" or self.normalize_value
     )
-    # The value's variance is about its running mean; a derivative's
+    self._stats = list(self.scaled_keys)
+    if self.floor:
+      self._stats.append("inputs")
+      if "value" not in self.scaled_keys:
+        self._stats.append("outputs")
+    # A value's variance is about its running mean; a derivative's
     # second moment (mean square) about zero.
-    for key in self.scaled_keys:
-      self._state(f"{key}_count")
-      self._state(f"{key}_moment")
-      if key == "value":
-        self._state("value_mean")
+    for name in self._stats:
+      self._state(f"{name}_count")
+      self._state(f"{name}_moment")
+      if name in _CENTERED:
+        self._state(f"{name}_mean")
 
-  def normalized(self, terms, raw, loss_fn, update):
+  def normalized(self, terms, raw, loss_fn, update, x=None, y=None):
     """See `Balance.normalized`."""
+    samples = {key: _weighted(terms[key]) for key in self.scaled_keys}
+    if self.floor:
+      samples["inputs"] = (x, None)
+      if "outputs" in self._stats:
+        samples["outputs"] = (y, None)
+    batch = self._batch_moments([samples[name] for name in self._stats])
+    moments = {
+      name: self._running(name, *stats, update)
+      for name, stats in zip(self._stats, batch, strict=True)
+    }
     normalized = dict(raw)
-    for key, (count, center, moment) in zip(
-      self.scaled_keys, self._batch_moments(terms), strict=True
-    ):
-      moment = self._running(key, count, center, moment, update)
-      scale = tf.where(moment > 0, tf.sqrt(moment), tf.ones_like(moment))
+    for key in self.scaled_keys:
+      scale = tf.sqrt(moments[key])
+      if self.floor and key != "value" and terms[key].scaled_per_input:
+        scale = tf.maximum(scale, self._floor(moments, terms[key].order, x))
+      scale = tf.where(scale > 0, scale, tf.ones_like(scale))
       normalized[key] = loss_fn(terms[key], tf.stop_gradient(scale))
     return normalized
 
-  def _batch_moments(self, terms: Dict[str, targets_lib.Target]) -> list:
-    """Global `(count, center, moment)` of each scaled term's targets."""
+  def _floor(self, moments, order: int, x: tf.Tensor) -> tf.Tensor:
+    """`floor * sigma_y / (sigma_x * sqrt(D))^order`, 0 without spreads."""
+    value = moments.get("value", moments.get("outputs"))
+    entries = float(np.prod(x.shape[1:].as_list()))
+    spread = tf.sqrt(moments["inputs"] * entries) ** order
+    return self.floor * tf.math.divide_no_nan(tf.sqrt(value), spread)
+
+  def _batch_moments(self, samples) -> list:
+    """Global `(count, center, moment)` of each statistic's batch.
+
+    Args:
+      samples: per statistic, in `self._stats`' order, `(tensor, weight)`.
+    """
     sums = []
-    for key in self.scaled_keys:
-      term = terms[key]
-      target = tf.cast(tf.stop_gradient(term.values), tf.float32)
-      weight = tf.ones_like(target)
-      if term.mask is not None:
-        weight *= term.mask
-      for per_example in (term.weight, term.keep):
-        if per_example is not None:
-          weight *= tf.reshape(
-            tf.cast(per_example, tf.float32),
-            [-1] + [1] * (target.shape.rank - 1),
-          )
-      if key == "value":
+    for name, (tensor, weight) in zip(self._stats, samples, strict=True):
+      tensor = tf.cast(tf.stop_gradient(tensor), tf.float32)
+      weight = tf.ones_like(tensor) if weight is None else weight
+      if name in _CENTERED:
         # Shifted by the running mean: fewer cancellations in the variance.
-        target -= self.value_mean
+        tensor -= getattr(self, f"{name}_mean")
       sums += [
         tf.reduce_sum(weight),
-        tf.reduce_sum(weight * target),
-        tf.reduce_sum(weight * tf.square(target)),
+        tf.reduce_sum(weight * tensor),
+        tf.reduce_sum(weight * tf.square(tensor)),
       ]
     sums = distribute_utils.all_reduce_sum(sums) if sums else sums
     moments = []
-    for index, key in enumerate(self.scaled_keys):
+    for index, name in enumerate(self._stats):
       count, first, second = sums[3 * index : 3 * index + 3]
       mean_square = tf.math.divide_no_nan(second, count)
-      if key != "value":
+      if name not in _CENTERED:
         moments.append((count, None, mean_square))
         continue
       shift = tf.math.divide_no_nan(first, count)
       variance = tf.maximum(mean_square - tf.square(shift), 0.0)
-      moments.append((count, shift + self.value_mean, variance))
+      moments.append((count, shift + getattr(self, f"{name}_mean"), variance))
     return moments
 
-  def _running(self, key, count, center, moment, update) -> tf.Tensor:
+  def _running(self, name, count, center, moment, update) -> tf.Tensor:
     """The running moment including this batch (evaluation: excluding)."""
-    seen = self._stat(key, "count")
-    stored = self._stat(key, "moment")
+    seen = self._stat(name, "count")
+    stored = self._stat(name, "moment")
     if not update:
       # Evaluation: the running statistic, or this batch's before training.
       return tf.where(seen > 0, stored, moment)
     has_data = count > 0
     old = stored
-    if key == "value":
+    if name in _CENTERED:
       # The variance of the blend of two distributions.
-      old = old + (1 - self.decay) * tf.square(center - self.value_mean)
-      self.value_mean.assign(
-        tf.where(
-          has_data,
-          _blend(self.value_mean, center, self.decay, seen),
-          self.value_mean,
-        )
+      mean = self._stat(name, "mean")
+      old = old + (1 - self.decay) * tf.square(center - mean)
+      mean.assign(
+        tf.where(has_data, _blend(mean, center, self.decay, seen), mean)
       )
     new = tf.where(has_data, _blend(old, moment, self.decay, seen), stored)
     seen.assign(seen + count)
@@ -223,7 +257,29 @@ class TargetScale(Balance):
 
   def get_config(self):
     """Keras config."""
-    return {**super().get_config(), "normalize_value": self.normalize_value}
+    return {
+      **super().get_config(),
+      "normalize_value": self.normalize_value,
+      "floor": self.floor,
+    }
+
+
+# Statistics kept as a variance about a running mean.
+_CENTERED = ("value", "inputs", "outputs")
+
+
+def _weighted(term: targets_lib.Target):
+  """A term's targets and the weight of each entry in its statistics."""
+  target = tf.cast(term.values, tf.float32)
+  weight = tf.ones_like(target)
+  if term.mask is not None:
+    weight *= term.mask
+  for per_example in (term.weight, term.keep):
+    if per_example is not None:
+      weight *= tf.reshape(
+        tf.cast(per_example, tf.float32), [-1] + [1] * (target.shape.rank - 1)
+      )
+  return target, weight
 
 
 @keras.saving.register_keras_serializable(package="sobolev_tf")
@@ -242,9 +298,9 @@ class RunningLoss(Balance):
     for key in self.keys:
       self._state(f"{key}_running_loss")
 
-  def normalized(self, terms, raw, loss_fn, update):
+  def normalized(self, terms, raw, loss_fn, update, x=None, y=None):
     """See `Balance.normalized`."""
-    del terms, loss_fn
+    del terms, loss_fn, x, y
     keys = list(raw)
     values = distribute_utils.all_reduce_sum(
       [tf.cast(tf.stop_gradient(raw[k]), tf.float32) for k in keys]
@@ -274,9 +330,15 @@ SCHEMES = {
 
 
 def make(
-  scheme: str, keys: Sequence[str], decay: float, value_is_unit_free: bool
+  scheme: str,
+  keys: Sequence[str],
+  decay: float,
+  value_is_unit_free: bool,
+  floor: float = 0.0,
 ) -> Balance:
   """The balance layer of `scheme` for the active terms `keys`."""
   if scheme == "target_scale":
-    return TargetScale(keys, decay, normalize_value=not value_is_unit_free)
+    return TargetScale(
+      keys, decay, normalize_value=not value_is_unit_free, floor=floor
+    )
   return SCHEMES[scheme](keys, decay)

@@ -7,7 +7,6 @@ and serialises itself for `.keras` files.
 
 import dataclasses
 import numbers
-import re
 from typing import Any
 from typing import Callable
 from typing import Dict
@@ -22,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from sobolev_tf import derivatives
+from sobolev_tf import losses as losses_lib
 
 MODES = ("full", "stochastic")
 NONFINITE_POLICIES = ("raise", "drop", "missing")
@@ -42,75 +42,6 @@ PerTerm = Union[Any, Sequence[Any], Mapping[str, Any]]
 def term_key(order: int) -> str:
   """The data key of the order-`order` term: `value`, `d1` or `d2`."""
   return TERMS[order]
-
-
-@keras.saving.register_keras_serializable(package="sobolev_tf")
-class FunctionLoss(keras.losses.Loss):
-  """A Keras `Loss` around a function `(y_true, y_pred) -> [B]`.
-
-  Keras's own wrapper is private; this one gives plain functions the
-  reduction, sample weighting and distribution scaling of a Keras loss.
-  """
-
-  def __init__(
-    self, fn: Callable[..., tf.Tensor], name: Optional[str] = None, **kwargs
-  ):
-    # A valid TensorFlow name scope: "<lambda>" and "_private" are not.
-    default = re.sub(r"[^A-Za-z0-9_.]", "_", fn.__name__).strip("_")
-    super().__init__(name=name or default or "loss", **kwargs)
-    self.fn = fn
-
-  def call(self, y_true, y_pred):
-    """Per-example loss, `[B]`."""
-    return self.fn(y_true, y_pred)
-
-  def get_config(self):
-    """The base config plus the serialised function."""
-    return {
-      **super().get_config(),
-      "fn": keras.saving.serialize_keras_object(self.fn),
-    }
-
-  @classmethod
-  def from_config(cls, config):
-    """Rebuilds the loss, deserialising its function."""
-    config = dict(config)
-    config["fn"] = keras.saving.deserialize_keras_object(config["fn"])
-    return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package="sobolev_tf")
-def sum_squared_error(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-  """`||y_true - y_pred||^2` per example: the paper's gradient loss.
-
-  Keras's `mean_squared_error` averages over the `D` entries of an
-  example instead, which weighs a `d`-dimensional gradient `d` times less.
-  """
-  return tf.reduce_sum(tf.square(y_true - y_pred), axis=-1)
-
-
-_NAMED_LOSSES = {"sum_squared_error": sum_squared_error}
-
-
-def _to_loss(spec: LossSpec, key: str) -> keras.losses.Loss:
-  if isinstance(spec, keras.losses.Loss):
-    return spec
-  if isinstance(spec, str) and spec in _NAMED_LOSSES:
-    return FunctionLoss(_NAMED_LOSSES[spec])
-  if isinstance(spec, (str, dict)):
-    try:
-      loss = keras.losses.get(spec)
-    except ValueError as error:
-      raise ValueError(
-        f"Received an invalid value for `losses[{key!r}]`: {error}"
-      ) from None
-    return loss if isinstance(loss, keras.losses.Loss) else FunctionLoss(loss)
-  if callable(spec):
-    return FunctionLoss(spec)
-  raise ValueError(
-    f"Received an invalid value for `losses[{key!r}]`, expected a Keras "
-    f"loss, its name or a callable(y_true, y_pred). Received: {spec!r}"
-  )
 
 
 def _per_term(name: str, value: PerTerm, order: int, default: Any) -> tuple:
@@ -157,6 +88,20 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
       f"{tuple(choices)}. Received: {name}={value!r}"
     )
   return value
+
+
+def _check_real(name: str, value: Any, below: float, expected: str) -> float:
+  """`value` as a float in `[0, below)`, else a `ValueError`."""
+  if (
+    isinstance(value, (bool, np.bool_))
+    or not isinstance(value, numbers.Real)
+    or not 0 <= value < below
+  ):
+    raise ValueError(
+      f"Received an invalid value for `{name}`, expected a number "
+      f"{expected}. Received: {name}={value!r}"
+    )
+  return float(value)
 
 
 def _as_number(value: Any) -> float:
@@ -259,6 +204,9 @@ class SobolevConfig:
       term is divided by a running mean of its own value (adaptive).
     balance_decay: decay of the running statistics of the balance, in
       [0, 1); 0 uses each batch's own statistics.
+    balance_floor: under `"target_scale"`, a lower bound on each
+      derivative's scale, as a fraction of the value's spread over the
+      input's (see `balance.TargetScale`); 0 for none.
   """
 
   order: int = 1
@@ -272,6 +220,7 @@ class SobolevConfig:
   derivative_scales: Dict[str, np.ndarray] = None
   balance: str = "target_scale"
   balance_decay: float = 0.99
+  balance_floor: float = 0.0
 
   def __post_init__(self):
     order = _check_int("order", self.order, 0, MAX_ORDER)
@@ -289,17 +238,14 @@ class SobolevConfig:
       "nonfinite_targets", self.nonfinite_targets, NONFINITE_POLICIES
     )
     _check_choice("balance", self.balance, BALANCES)
-    decay = self.balance_decay
-    if (
-      isinstance(decay, (bool, np.bool_))
-      or not isinstance(decay, numbers.Real)
-      or not 0 <= decay < 1
-    ):
-      raise ValueError(
-        "Received an invalid value for `balance_decay`, expected a number "
-        f"in [0, 1). Received: balance_decay={decay!r}"
-      )
-    setattr_("balance_decay", float(decay))
+    setattr_(
+      "balance_decay",
+      _check_real("balance_decay", self.balance_decay, 1, "in [0, 1)"),
+    )
+    setattr_(
+      "balance_floor",
+      _check_real("balance_floor", self.balance_floor, np.inf, ">= 0"),
+    )
     if self.nonfinite_targets == "missing" and self.mode == "stochastic":
       raise ValueError(
         "Received an invalid value for `nonfinite_targets`: 'missing' "
@@ -315,7 +261,7 @@ class SobolevConfig:
     specs = _per_term("losses", self.losses, order, "mean_squared_error")
     setattr_(
       "losses",
-      tuple(_to_loss(s, term_key(k)) for k, s in enumerate(specs)),
+      tuple(losses_lib.get(s, term_key(k)) for k, s in enumerate(specs)),
     )
     transform = self.output_transform
     if not (transform is None or callable(transform)) and not (
@@ -368,14 +314,17 @@ class SobolevConfig:
       },
       "balance": self.balance,
       "balance_decay": self.balance_decay,
+      "balance_floor": self.balance_floor,
     }
 
   @classmethod
   def from_config(cls, config: Mapping[str, Any]) -> "SobolevConfig":
     """Rebuilds a config from `get_config`."""
     kwargs = dict(config)
-    # Saved before the balance existed: the plain weighted sum it trained.
+    # Saved before the balance existed: the plain weighted sum it trained;
+    # before its floor: none.
     kwargs.setdefault("balance", "none")
+    kwargs.setdefault("balance_floor", 0.0)
     kwargs["losses"] = [keras.losses.deserialize(c) for c in kwargs["losses"]]
     if isinstance(kwargs.get("output_transform"), dict):
       kwargs["output_transform"] = keras.saving.deserialize_keras_object(

@@ -45,7 +45,8 @@ class SobolevModel(keras.Model):
     **kwargs: the options of `SobolevConfig` (`order`, `mode`,
       `num_projections`, `loss_weights`, `losses`, `output_transform`,
       `jacobian_mode`, `nonfinite_targets`, `derivative_scales`,
-      `balance`, `balance_decay`), and `keras.Model` arguments (`name`).
+      `balance`, `balance_decay`, `balance_floor`), and `keras.Model`
+      arguments (`name`).
 
   Raises:
     ValueError: for an invalid option, a `model` that is not a Keras layer,

@@ -30,12 +30,13 @@ from sobolev_tf import config as config_lib
 from sobolev_tf import derivatives
 from sobolev_tf import distribute_utils
 from sobolev_tf import estimators
+from sobolev_tf import losses as losses_lib
 from sobolev_tf import nonfinite
 from sobolev_tf import target_data
 from sobolev_tf import targets as targets_lib
 
 # Public names that moved to `config` and stay importable from here.
-FunctionLoss = config_lib.FunctionLoss
+FunctionLoss = losses_lib.FunctionLoss
 OUTPUT_TRANSFORMS = config_lib.OUTPUT_TRANSFORMS
 TARGET_KEYS = config_lib.TERMS
 target_key = config_lib.term_key
@@ -121,6 +122,7 @@ class SobolevObjective:
       config.active_keys,
       config.balance_decay,
       value_is_unit_free=config.output_transform is not None,
+      floor=config.balance_floor,
     )
 
   @property
@@ -258,7 +260,9 @@ class SobolevObjective:
       return self._term_loss(term, predictions[term.key], counts, scale)
 
     raw = {key: loss_fn(term) for key, term in terms.items()}
-    normalized = self.balance.normalized(terms, raw, loss_fn, training)
+    normalized = self.balance.normalized(
+      terms, raw, loss_fn, training, x=x, y=y
+    )
     total = tf.zeros([], y.dtype)
     for key, value in normalized.items():
       total += weights[config_lib.TERMS.index(key)] * value

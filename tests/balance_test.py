@@ -151,6 +151,34 @@ class TargetScaleTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(losses.normalized["value"], losses.terms["value"])
     self.assertNotAllClose(losses.normalized["d1"], losses.terms["d1"])
 
+  @parameterized.parameters("targets", "outputs")
+  def test_floor_bounds_tiny_derivative_scales(self, value_from):
+    # Gradients a million times smaller than the values' variation imply.
+    y = {"value": self.y["value"], "d1": 1e-6 * self.y["d1"]}
+    weights = [1.0, 1.0] if value_from == "targets" else [0.0, 1.0]
+    losses = objective_lib.SobolevObjective(
+      order=1, loss_weights=weights, balance_floor=0.1
+    )(self.net, self.x, y, training=True)
+    prediction = self.net(self.x).numpy()
+    value = y["value"] if value_from == "targets" else prediction
+    floor = 0.1 * np.std(value) / (np.std(self.x) * np.sqrt(2))
+    raw = losses.terms["d1"].numpy()
+    self.assertAllClose(losses.normalized["d1"], raw / floor**2, rtol=1e-4)
+    free = objective_lib.SobolevObjective(order=1, loss_weights=weights)(
+      self.net, self.x, y, training=True
+    )
+    self.assertGreater(free.normalized["d1"], 1e6 * losses.normalized["d1"])
+
+  def test_floor_leaves_ordinary_scales_alone(self):
+    y = {k: self.y[k] for k in ("value", "d1")}
+    floored = objective_lib.SobolevObjective(order=1, balance_floor=0.1)(
+      self.net, self.x, y, training=True
+    )
+    free = objective_lib.SobolevObjective(order=1)(
+      self.net, self.x, y, training=True
+    )
+    self.assertAllClose(floored.normalized["d1"], free.normalized["d1"])
+
   def test_zero_targets_have_no_scale(self):
     objective = objective_lib.SobolevObjective(order=1)
     zeros = {k: np.zeros_like(v) for k, v in self.y.items() if k != "d2"}
@@ -197,12 +225,12 @@ def _scaled_network(seed, scale_x, scale_y, dtype="float32"):
 class UnitInvarianceTest(tf.test.TestCase, parameterized.TestCase):
   """Rescaling x and y leaves a balanced training trajectory unchanged."""
 
-  def _train(self, balance, order, mode, scale_x, scale_y):
+  def _train(self, balance, order, mode, scale_x, scale_y, floor=0.0):
     x, y = _data(num=32, scale_x=scale_x, scale_y=scale_y)
     y = {k: v for k, v in y.items() if k in ("value", "d1", "d2")[: order + 1]}
     inner, network = _scaled_network(3, scale_x, scale_y)
     model = model_lib.SobolevModel(
-      network, order=order, mode=mode, balance=balance
+      network, order=order, mode=mode, balance=balance, balance_floor=floor
     )
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
@@ -226,6 +254,16 @@ class UnitInvarianceTest(tf.test.TestCase, parameterized.TestCase):
         rtol=2e-3,
       )
 
+  @parameterized.parameters(1, 2)
+  def test_trajectory_with_a_binding_floor_is_invariant(self, order):
+    # A floor of 50 binds: the derivative scales are the floor's.
+    base_weights, base = self._train("target_scale", order, "full", 1, 1, 50)
+    weights, scaled = self._train("target_scale", order, "full", 255, 1e3, 50)
+    for a, b in zip(base_weights, weights, strict=True):
+      self.assertAllClose(a, b, rtol=2e-3, atol=2e-4)
+    free_weights, _ = self._train("target_scale", order, "full", 1, 1)
+    self.assertNotAllClose(free_weights[0], base_weights[0])
+
   def test_without_a_balance_the_trajectory_moves(self):
     base_weights, _ = self._train("none", 1, "full", 1.0, 1.0)
     weights, _ = self._train("none", 1, "full", 255.0, 1000.0)
@@ -233,19 +271,23 @@ class UnitInvarianceTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class StateTest(tf.test.TestCase, parameterized.TestCase):
-  def _fit(self, balance, strategy=None, epochs=2, model=None):
+  def _fit(self, balance, strategy=None, epochs=2, model=None, floor=0.0):
     x, y = _data(num=32)
     y = {k: y[k] for k in ("value", "d1")}
     if model is None:
       with (strategy or tf.distribute.get_strategy()).scope():
-        model = model_lib.SobolevModel(_net(seed=5), order=1, balance=balance)
+        model = model_lib.SobolevModel(
+          _net(seed=5), order=1, balance=balance, balance_floor=floor
+        )
         model.compile(optimizer=keras.optimizers.Adam(1e-3))
     model.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0)
     return model, x, y
 
-  @parameterized.parameters("target_scale", "running_loss")
-  def test_save_and_load_keep_the_statistics(self, balance):
-    model, x, y = self._fit(balance)
+  @parameterized.parameters(
+    ("target_scale", 0.0), ("running_loss", 0.0), ("target_scale", 0.1)
+  )
+  def test_save_and_load_keep_the_statistics(self, balance, floor):
+    model, x, y = self._fit(balance, floor=floor)
     path = os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), "m.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
@@ -281,10 +323,14 @@ class StateTest(tf.test.TestCase, parameterized.TestCase):
     ):
       self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
 
-  @parameterized.parameters("target_scale", "running_loss")
-  def test_two_replicas_match_one_device(self, balance):
-    one, _, _ = self._fit(balance, tf.distribute.OneDeviceStrategy("/cpu:0"))
-    two, _, _ = self._fit(balance, testing.mirrored_strategy())
+  @parameterized.parameters(
+    ("target_scale", 0.0), ("running_loss", 0.0), ("target_scale", 100.0)
+  )
+  def test_two_replicas_match_one_device(self, balance, floor):
+    one, _, _ = self._fit(
+      balance, tf.distribute.OneDeviceStrategy("/cpu:0"), floor=floor
+    )
+    two, _, _ = self._fit(balance, testing.mirrored_strategy(), floor=floor)
     for a, b in zip(one.get_weights(), two.get_weights(), strict=True):
       self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
 

@@ -146,7 +146,7 @@ class LoadTest(tf.test.TestCase, parameterized.TestCase):
       image_data.load("foo", "train", 32, True)
 
   @parameterized.parameters(
-    ("digits", "validation"),
+    ("digits", "valid"),
     ("digits", "train[:10]"),
     ("cifar10", "validation"),
     ("cifar10", "train[:100]+validation"),

@@ -130,9 +130,10 @@ class KilledTest(tf.test.TestCase):
       "runs/*/checkpoints/ckpt-*.index",
     )
     self.assertRegex(output, "Restored .*/checkpoints/ckpt-")
-    (resumed,), (uninterrupted,) = _records(killed), _records(straight)
-    for record in (resumed, uninterrupted):
-      record.pop("train_seconds")
+    (resumed,), (uninterrupted,) = (
+      [testing.without_timings(r) for r in _records(workdir)]
+      for workdir in (killed, straight)
+    )
     self.assertEqual([p["step"] for p in resumed["curve"]], [15, 30, 45, 60])
     self.assertEqual(resumed, uninterrupted)
 

@@ -30,6 +30,18 @@ def _regression(steps=30, stop_at=None):
   return task
 
 
+class _Selecting(testing.CountingTask):
+  """A counting task whose validation error is least at step 5 (total 10)."""
+
+  @property
+  def selection(self):
+    return ("val", "min")
+
+  def evaluate(self):
+    total = float(self.total.numpy())
+    return {"total": total, "val": abs(total - 10.0)}
+
+
 def _settings(**kwargs):
   return loop.Settings(
     **{"steps_per_execution": 4, "checkpoints_per_run": 3, **kwargs}
@@ -222,6 +234,51 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
       testing.CountingTask(num_steps=6), strategy, run_dir, _settings()
     )
     self.assertEqual(record["total"], sum(range(6)))
+
+  def test_the_best_evaluation_selects_the_weights(self):
+    task = _Selecting(num_steps=8)
+    run_dir = self.get_temp_dir() + "/select"
+    record = loop.run(
+      task, tf.distribute.get_strategy(), run_dir, _settings(eval_every=1)
+    )
+    self.assertEqual(record["total"], sum(range(8)))  # The last weights'.
+    self.assertEqual(record["best_step"], 5)
+    self.assertEqual(record["best_total"], 10.0)
+    self.assertEqual(record["best_val"], 0.0)
+    self.assertEqual(int(task.total.numpy()), 10)  # It ends with the best.
+    self.assertEqual([e.step for e in _tags(run_dir).Tensors("best/val")], [5])
+
+  @parameterized.parameters(3, 5, 7)
+  def test_the_best_survives_a_kill_at_any_step(self, killed_at):
+    strategy = tf.distribute.get_strategy()
+    settings = _settings(eval_every=1, steps_per_execution=1)
+    straight = loop.run(
+      _Selecting(num_steps=8), strategy, self.get_temp_dir() + "/s", settings
+    )
+    run_dir = self.get_temp_dir() + f"/k{killed_at}"
+    killed = _Selecting(num_steps=8)
+    killed.num_steps = killed_at  # Ends there, as a kill after a checkpoint.
+    loop.run(killed, strategy, run_dir, settings)
+    resumed = _Selecting(num_steps=8)
+    record = loop.run(resumed, strategy, run_dir, settings)
+    self.assertEqual(record["best_step"], straight["best_step"])
+    self.assertEqual(int(resumed.total.numpy()), 10)
+    best_dir = os.path.join(run_dir, "checkpoints", "best")
+    kept = sorted(tf.io.gfile.glob(best_dir + "/ckpt-*.index"))
+    self.assertEqual([os.path.basename(p) for p in kept], ["ckpt-5.index"])
+
+  def test_a_selection_metric_must_be_evaluated(self):
+    class _Missing(_Selecting):
+      def evaluate(self):
+        return {"total": float(self.total.numpy())}
+
+    with self.assertRaisesRegex(ValueError, "selects by 'val'"):
+      loop.run(
+        _Missing(),
+        tf.distribute.get_strategy(),
+        self.get_temp_dir() + "/missing",
+        _settings(eval_every=1),
+      )
 
   @parameterized.parameters(
     dict(steps_per_execution=0),

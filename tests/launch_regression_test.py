@@ -32,7 +32,7 @@ def _records(workdir):
 
 
 def _without_time(records):
-  return [{k: v for k, v in r.items() if k != "train_seconds"} for r in records]
+  return [testing.without_timings(r) for r in records]
 
 
 class InProcessTest(tf.test.TestCase, parameterized.TestCase):

@@ -925,5 +925,64 @@ class MultiInputTest(tf.test.TestCase, parameterized.TestCase):
     )
 
 
+class _WeightsByEpoch(keras.callbacks.Callback):
+  """Records the weights and logs after every epoch."""
+
+  def __init__(self):
+    super().__init__()
+    self.weights, self.logs = [], []
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.weights.append(self.model.get_weights())
+    self.logs.append(dict(logs))
+
+
+class KerasCallbacksTest(tf.test.TestCase, parameterized.TestCase):
+  """Early stopping and best checkpoints on the validation terms."""
+
+  def _fit(self, callbacks, epochs=12):
+    x, y = _data(num=48, seed=1)
+    x_val, y_val = _data(num=16, seed=2)
+    model = model_lib.SobolevModel(_net(seed=4), order=1)
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    record = _WeightsByEpoch()
+    model.fit(
+      x,
+      _targets(y, 1),
+      validation_data=(x_val, _targets(y_val, 1)),
+      batch_size=16,
+      epochs=epochs,
+      shuffle=False,
+      verbose=0,
+      callbacks=[record, *callbacks],
+    )
+    return model, record, (x_val, _targets(y_val, 1))
+
+  @parameterized.parameters("val_loss", "val_d1_loss", "val_value_loss")
+  def test_early_stopping_restores_the_best_weights(self, monitor):
+    # Keras infers the direction of `val_loss`, not of the terms' trackers:
+    # those need mode="min" (SobolevModel's docstring).
+    stop = keras.callbacks.EarlyStopping(
+      monitor=monitor, mode="min", patience=2, restore_best_weights=True
+    )
+    model, record, _ = self._fit([stop])
+    values = [logs[monitor] for logs in record.logs]
+    best = int(np.argmin(values))
+    self.assertEqual(stop.best, values[best])
+    for a, b in zip(model.get_weights(), record.weights[best], strict=True):
+      self.assertAllEqual(a, b)
+
+  def test_model_checkpoint_keeps_the_best_model(self):
+    path = os.path.join(self.get_temp_dir(), "best.keras")
+    checkpoint = keras.callbacks.ModelCheckpoint(
+      path, monitor="val_d1_loss", mode="min", save_best_only=True
+    )
+    model, record, validation = self._fit([checkpoint], epochs=6)
+    loaded = keras.models.load_model(path)
+    best = min(logs["val_d1_loss"] for logs in record.logs)
+    scores = loaded.evaluate(*validation, verbose=0, return_dict=True)
+    self.assertAllClose(scores["d1_loss"], best, rtol=1e-5)
+
+
 if __name__ == "__main__":
   tf.test.main()

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from sobolev_tf import config as config_lib
 from sobolev_tf import directional
+from sobolev_tf import losses as losses_lib
 from sobolev_tf import model as model_lib
 from sobolev_tf import objective as objective_lib
 from sobolev_tf import targets as targets_lib
@@ -137,7 +138,7 @@ _LOSS = st.sampled_from(
     "sum_squared_error",
     "mean_squared_error",
     keras.losses.MeanSquaredError(),
-    config_lib.sum_squared_error,
+    losses_lib.sum_squared_error,
   ]
 )
 _BAD_LOSS = st.sampled_from([3, None, "nosuch", "", 1.5, True]) | st.just(

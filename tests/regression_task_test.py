@@ -2,8 +2,11 @@
 
 import dataclasses
 
+from absl.testing import parameterized
+import numpy as np
 import tensorflow as tf
 
+from launch import loop
 from sobolev_tf import testing
 from sobolev_tf.tasks import regression
 from sobolev_tf.tasks import regression_task
@@ -21,7 +24,7 @@ def _config(**changes):
   return dataclasses.replace(_BOOTH, **changes)
 
 
-class RegressionTaskTest(tf.test.TestCase):
+class RegressionTaskTest(tf.test.TestCase, parameterized.TestCase):
   def test_bad_settings_fail_when_the_task_is_made(self):
     with self.assertRaisesRegex(ValueError, "name='nosuch'"):
       regression_task.RegressionTask(_config(function="nosuch"))
@@ -60,6 +63,43 @@ class RegressionTaskTest(tf.test.TestCase):
     self.assertEqual(int(task.step_counter.numpy()), 0)
     task.finish("ram://regression_task", chief=True)
     self.assertTrue(tf.io.gfile.exists("ram://regression_task/model.keras"))
+
+  @parameterized.parameters(
+    ("sobolev", False), ("stochastic", False), ("sobolev", True)
+  )
+  def test_a_shared_model_trains_as_a_model_of_its_own(self, method, jit):
+    settings = loop.Settings(
+      steps_per_execution=8, checkpoints_per_run=1, jit_compile=jit
+    )
+    strategy = tf.distribute.get_strategy()
+
+    def train(config, share_model, name):
+      task = regression_task.RegressionTask(config, share_model=share_model)
+      record = loop.run(task, strategy, self.get_temp_dir() + name, settings)
+      return record, [w.numpy() for w in task.model.weights]
+
+    # Another function, seed and sample first: only shapes are shared.
+    first = _config(function="beale", seed=3, method=method, steps=24)
+    second = _config(method=method, steps=24)
+    train(first, True, f"/a{method}{jit}")
+    shared, shared_weights = train(second, True, f"/b{method}{jit}")
+    alone, alone_weights = train(second, False, f"/c{method}{jit}")
+    self.assertEqual(shared["test_mse"], alone["test_mse"])
+    for a, b in zip(shared_weights, alone_weights, strict=True):
+      self.assertAllEqual(a, b)
+
+  def test_a_validation_split_selects_the_weights(self):
+    task = regression_task.RegressionTask(
+      _config(validation_fraction=0.25, steps=40)
+    )
+    self.assertLen(task.x_train, 12)
+    self.assertLen(task.validation[0], 4)
+    self.assertEqual(task.selection, ("val_mse", "min"))
+    self.assertEndsWith(task.run_id, "-v0.25-s0")
+    task.build()
+    self.assertIn("val_gradient_mse", task.evaluate())
+    all_points = np.concatenate([task.x_train, task.validation[0]])
+    self.assertLen(np.unique(all_points, axis=0), 16)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,13 @@ import tensorflow as tf
 from sobolev_tf import testing
 from sobolev_tf.tasks import functions
 from sobolev_tf.tasks import regression
+from sobolev_tf.tasks import regression_model
 
 testing.configure_logical_cpus(2)
+
+
+# Training values of mean 0 and spread 1: the output layer is the identity.
+_UNIT = {"value": np.array([[-1.0], [1.0]], "float32")}
 
 
 def _config(**kwargs):
@@ -49,7 +54,7 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     config = _config()
     function = functions.get_function(config.function)
     (x, y), _ = regression.make_data(config, function)
-    model = regression.build_model(config, function, y)
+    model = regression_model.build_model(config, function, y)
     # An untrained network predicts about the training mean, in original
     # units, because its output layer undoes the standardisation.
     prediction = model.predict(x, verbose=0)
@@ -71,16 +76,16 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     config = _config(method=method, steps=200, train_size=64)
     function = functions.get_function(config.function)
     (x, y), (x_test, y_test) = regression.make_data(config, function)
-    model = regression.build_model(config, function, y)
-    before = regression.evaluate(model.model, x_test, y_test)
-    model.compile(optimizer=regression.build_optimizer(config))
+    model = regression_model.build_model(config, function, y)
+    before = regression_model.evaluate(model.model, x_test, y_test)
+    model.compile(optimizer=regression_model.build_optimizer(config))
     model.fit(
       regression.train_dataset(x, y, config.batch_size, config.seed),
       steps_per_epoch=config.steps,
       epochs=1,
       verbose=0,
     )
-    after = regression.evaluate(model.model, x_test, y_test)
+    after = regression_model.evaluate(model.model, x_test, y_test)
     self.assertLess(after["test_mse"], before["test_mse"])
 
   def test_derivative_weight_scales_the_derivative_terms(self):
@@ -88,7 +93,7 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEndsWith(config.run_id, "-sobolev2-w10-s0")
     function = functions.get_function(config.function)
     (_, y), _ = regression.make_data(config, function)
-    weights = regression.build_model(
+    weights = regression_model.build_model(
       config, function, y
     ).objective.config.loss_weights
     self.assertAllClose(np.array(weights) / weights[0], [1.0, 10.0, 10.0])
@@ -102,7 +107,9 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
       regression.get_function(config), regression.make_data(config)[0][0], 1
     )
     self.assertAllEqual(y["d1"][~unknown], full["d1"][~unknown])
-    model = regression.build_model(config, regression.get_function(config), y)
+    model = regression_model.build_model(
+      config, regression.get_function(config), y
+    )
     self.assertEqual(model.objective.config.nonfinite_targets, "missing")
 
   def test_directional_targets_are_derivatives_along_unit_directions(self):
@@ -124,18 +131,18 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     config = _config(gradient_loss=gradient_loss, balance="none")
     function = regression.get_function(config)
     (x, y), _ = regression.make_data(config, function)
-    model = regression.build_model(config, function, y)
+    model = regression_model.build_model(config, function, y)
     model.compile()
     d1 = model.evaluate(x, y, verbose=0, return_dict=True)["d1_loss"]
     # `evaluate` scores the mean over input dimensions; the sum is 2 x it.
-    mean = regression.evaluate(model.model, x, y)["test_gradient_mse"]
+    mean = regression_model.evaluate(model.model, x, y)["test_gradient_mse"]
     self.assertAllClose(d1, factor * mean, rtol=1e-5)
 
   def test_balance_none_keeps_the_earlier_weights(self):
     config = _config(balance="none", derivative_weight=3.0)
     function = regression.get_function(config)
     (_, y), _ = regression.make_data(config, function)
-    model = regression.build_model(config, function, y)
+    model = regression_model.build_model(config, function, y)
     variance = max(float(np.std(y["value"])), 1e-6) ** 2
     self.assertAllClose(
       model.objective.config.loss_weights, [1 / variance, 3 / variance]
@@ -197,12 +204,12 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
   def test_network_is_seeded_without_global_state(self):
     config = _config()
     function = functions.get_function(config.function)
-    first = regression.build_network(config, function, 0.0, 1.0)
+    first = regression_model.build_network(config, function, _UNIT)
     tf.random.set_seed(5)
     keras.utils.set_random_seed(7)
     np.random.uniform()
-    again = regression.build_network(config, function, 0.0, 1.0)
-    other = regression.build_network(_config(seed=1), function, 0.0, 1.0)
+    again = regression_model.build_network(config, function, _UNIT)
+    other = regression_model.build_network(_config(seed=1), function, _UNIT)
     for a, b, c in zip(
       first.weights, again.weights, other.weights, strict=True
     ):
@@ -221,7 +228,7 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     ]
     layers += [keras.layers.Dense(w, "relu") for w in config.hidden_sizes]
     reference = keras.Sequential([*layers, keras.layers.Dense(1)])
-    network = regression.build_network(config, function, 0.0, 1.0)
+    network = regression_model.build_network(config, function, _UNIT)
     kernels = [w for w in network.weights if "kernel" in w.path]
     expected = [w for w in reference.weights if "kernel" in w.path]
     for a, b in zip(kernels, expected, strict=True):

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from sobolev_tf.tasks import functions
 from sobolev_tf.tasks import regression
+from sobolev_tf.tasks import regression_model
 from sobolev_tf.tasks import surfaces
 
 
@@ -16,7 +17,7 @@ class SurfacesTest(tf.test.TestCase):
     function = functions.get_function("booth")
     config = _config()
     (_, y), _ = regression.make_data(config, function)
-    network = regression.build_model(config, function, y).model
+    network = regression_model.build_model(config, function, y).model
     x1, x2, values, gradients = surfaces.grid_values(network, function, 8)
     self.assertEqual(values.shape, (8, 8))
     self.assertEqual(gradients.shape, (8, 8, 2))
@@ -29,7 +30,7 @@ class SurfacesTest(tf.test.TestCase):
     function = functions.get_function("booth")
     config = _config()
     (_, y), _ = regression.make_data(config, function)
-    network = regression.build_model(config, function, y).model
+    network = regression_model.build_model(config, function, y).model
     image = surfaces.surface_image(network, function)
     self.assertEqual(image.shape, (1, 64, 64, 1))
     self.assertAllClose([image.numpy().min(), image.numpy().max()], [0.0, 1.0])

@@ -25,7 +25,9 @@ import abc
 import dataclasses
 from typing import Any
 from typing import Dict
+from typing import Hashable
 from typing import Optional
+from typing import Tuple
 from typing import Union
 
 import tensorflow as tf
@@ -131,6 +133,16 @@ class Task(abc.ABC):
     """
 
   @property
+  def selection(self) -> Optional[Tuple[str, str]]:
+    """The validation metric that picks the run's best weights, or `None`.
+
+    `(name, "min")` or `(name, "max")` of a metric `evaluate` returns: the
+    loop keeps the weights of the best evaluation, ends the run with them
+    and records their metrics beside the last ones.
+    """
+    return None
+
+  @property
   def guard(self) -> Optional[finite_updates.StepGuard]:
     """The guard of a task whose steps skip non-finite updates, or `None`."""
     return None
@@ -195,6 +207,16 @@ class DatasetTask(Task):
 
   def reset_metrics(self) -> None:
     """Resets running metrics before each group of steps (none by default)."""
+
+  @property
+  def step_key(self) -> Optional[Hashable]:
+    """What makes this task's `train_step` the same program as another's.
+
+    Tasks of a sweep that share their step's function and variables (a
+    model reset between runs) return one key, and the loop compiles the
+    step once for all of them. `None` (the default): a program of its own.
+    """
+    return None
 
 
 class HostTask(Task):

@@ -26,7 +26,6 @@ from typing import Any
 from typing import Dict
 from typing import List
 from typing import NamedTuple
-from typing import Optional
 from typing import Tuple
 
 import keras
@@ -128,9 +127,7 @@ class DecoupledClassifier(snt.Module):
       [v for m in self.sg_modules if m for v in m.trainable_variables]
     )
 
-  def _make_sg(
-    self, channels: int, index: int
-  ) -> Tuple[Optional[snt.Module], Optional[objective_lib.SobolevObjective]]:
+  def _make_sg(self, channels: int, index: int) -> Tuple[Any, Any]:
     """The SG module at split `index` and its objective, or `None`s."""
     variant, classes = self.config.variant, self.config.num_classes
     weight, balance = self.config.gradient_weight, self.config.balance
@@ -147,7 +144,10 @@ class DecoupledClassifier(snt.Module):
     else:
       return None, None
     return module, objective_lib.SobolevObjective(
-      order=len(weights) - 1, loss_weights=weights, balance=balance
+      order=len(weights) - 1,
+      loss_weights=weights,
+      balance=balance,
+      balance_floor=self.config.balance_floor,
     )
 
   @staticmethod

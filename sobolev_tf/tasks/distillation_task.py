@@ -14,6 +14,7 @@ from typing import Any
 from typing import Callable
 from typing import Dict
 from typing import Optional
+from typing import Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -102,12 +103,17 @@ class Recording:
     logits: the teacher's logits there, float32 `[S, A]`.
     train: indices of the training states.
     test: indices of the test states.
+    validation: indices of the validation states (held-out training
+      episodes; empty for none): they select each run's best weights.
   """
 
   frames: tf.Tensor
   logits: np.ndarray
   train: np.ndarray
   test: np.ndarray
+  validation: np.ndarray = dataclasses.field(
+    default_factory=lambda: np.zeros([0], np.int64)
+  )
 
 
 class DistillationTask(base.DatasetTask):
@@ -135,6 +141,7 @@ class DistillationTask(base.DatasetTask):
       recording.train, min(count, len(recording.train)), replace=False
     )
     self.distiller: Optional[distillation.Distiller] = None
+    self._student_fn = None
 
   def check_strategy(self, strategy: tf.distribute.Strategy) -> None:
     """The global batch must divide among the replicas."""
@@ -190,16 +197,30 @@ class DistillationTask(base.DatasetTask):
     return self.distiller.train_step(frames)
 
   def evaluate(self) -> Dict[str, float]:
-    """Test action error and KL on the held-out episodes' states."""
-    student = tf.function(self.distiller.student)
-    test = self.recording.test
+    """Action error and KL on the test (and validation) episodes' states."""
+    metrics = self._policy_metrics(self.recording.test)
+    if len(self.recording.validation):
+      validation = self._policy_metrics(self.recording.validation)
+      metrics.update({f"val_{k}": v for k, v in validation.items()})
+    return metrics
+
+  @property
+  def selection(self) -> Optional[Tuple[str, str]]:
+    """With validation states, their KL to the teacher's policy."""
+    return ("val_kl", "min") if len(self.recording.validation) else None
+
+  def _policy_metrics(self, indices: np.ndarray) -> Dict[str, float]:
+    if self._student_fn is None:
+      self._student_fn = tf.function(self.distiller.student)
     logits = np.concatenate(
       [
-        student(tf.gather(self.recording.frames, test[i : i + 256])).numpy()
-        for i in range(0, len(test), 256)
+        self._student_fn(
+          tf.gather(self.recording.frames, indices[i : i + 256])
+        ).numpy()
+        for i in range(0, len(indices), 256)
       ]
     )
-    return distillation.policy_metrics(logits, self.recording.logits[test])
+    return distillation.policy_metrics(logits, self.recording.logits[indices])
 
   def finish(self, run_dir: str, chief: bool) -> Dict[str, Any]:
     """The trained student's game scores (`scores`), played by the chief."""

@@ -45,7 +45,7 @@ IMAGE_SHAPES = {
   "cifar10": tfds_images.CIFAR10_SHAPE,
   "imagenet2012": (224, 224, 3),
 }
-SPLITS = {"digits": ("train", "test"), **tfds_images.SPLITS}
+SPLITS = {"digits": ("train", "validation", "test"), **tfds_images.SPLITS}
 
 DIGITS_NUM_EXAMPLES = 1797
 # Split sizes for the default `test_fraction=0.25`; see `digits_split_sizes`.
@@ -65,9 +65,13 @@ def _check_test_fraction(test_fraction: float) -> None:
 
 @functools.lru_cache(maxsize=4)
 def _digits_splits(
-  test_fraction: float,
+  test_fraction: float, validation_fraction: float = 0.0
 ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-  """The standardised digits splits, `{split: (images, labels)}`."""
+  """The standardised digits splits, `{split: (images, labels)}`.
+
+  With a `validation_fraction`, that share of the training examples
+  (stratified, a fixed seed) is the `validation` split instead.
+  """
   # scikit-learn is needed by this loader only.
   from sklearn import datasets
   from sklearn import model_selection
@@ -81,11 +85,20 @@ def _digits_splits(
     stratify=labels,
     random_state=DIGITS_SPLIT_SEED,
   )
+  validation_index = np.zeros([0], np.int64)
+  if validation_fraction:
+    train_index, validation_index = model_selection.train_test_split(
+      train_index,
+      test_size=validation_fraction,
+      stratify=labels[train_index],
+      random_state=DIGITS_SPLIT_SEED,
+    )
   mean = images[train_index].mean()
   std = images[train_index].std()
   images = (images - mean) / std
   splits = {
     "train": (images[train_index], labels[train_index]),
+    "validation": (images[validation_index], labels[validation_index]),
     "test": (images[test_index], labels[test_index]),
   }
   for arrays in splits.values():
@@ -119,11 +132,13 @@ def digits(
   test_fraction: float = 0.25,
   start_step: int = 0,
   input_context: Optional[tf.distribute.InputContext] = None,
+  validation_fraction: float = 0.0,
 ) -> tf.data.Dataset:
   """scikit-learn digits `(image, label)` batches.
 
   Args:
-    split: `"train"` or `"test"`.
+    split: `"train"`, `"validation"` (empty without a
+      `validation_fraction`) or `"test"`.
     batch_size: examples per batch.
     training: a new permutation each pass, repeated forever, without the
       partial batch; otherwise one pass in order.
@@ -131,6 +146,8 @@ def digits(
     test_fraction: fraction of the examples in the test split.
     start_step: first global batch (training only).
     input_context: from `strategy.distribute_datasets_from_function`.
+    validation_fraction: share of the training examples held out as the
+      `validation` split.
 
   Returns:
     Batches of images float32 `[B, 8, 8, 1]`, standardised with the train
@@ -142,7 +159,9 @@ def digits(
   checks.dataset_split(split, SPLITS["digits"])
   checks.positive_ints(batch_size=batch_size)
   _check_test_fraction(test_fraction)
-  images, labels = _digits_splits(float(test_fraction))[split]
+  images, labels = _digits_splits(
+    float(test_fraction), float(validation_fraction)
+  )[split]
   if training:
     return input_pipeline.shuffled_batches(
       (images, labels), batch_size, seed, start_step, input_context
@@ -156,6 +175,27 @@ _LOADERS = {
   "cifar10": tfds_images.cifar10,
   "imagenet2012": tfds_images.imagenet2012,
 }
+
+
+def validation_splits(name: str, fraction: float) -> Tuple[str, str]:
+  """The training and validation splits of `name` holding out `fraction`.
+
+  Digits has its own `validation` split (pass `validation_fraction` to its
+  loader); the tfds data sets hold out the end of their training split as
+  a tfds slice.
+
+  Args:
+    name: one of `DATASETS`.
+    fraction: share of the training examples held out, in (0, 1).
+
+  Returns:
+    `(train_split, validation_split)`.
+  """
+  checks.fraction("validation_fraction", fraction)
+  if name == "digits":
+    return "train", "validation"
+  percent = round(100 * (1 - fraction))
+  return f"train[:{percent}%]", f"train[{percent}%:]"
 
 
 def load(

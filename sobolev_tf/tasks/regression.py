@@ -40,20 +40,18 @@ over points and input dimensions.
 """
 
 import dataclasses
-import random
+import functools
 from typing import Any
 from typing import Dict
 from typing import Optional
 from typing import Tuple
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from sobolev_tf import checks
 from sobolev_tf import config as config_lib
 from sobolev_tf import finite_differences
-from sobolev_tf import model as model_lib
 from sobolev_tf.tasks import functions
 from sobolev_tf.tasks import input_pipeline
 
@@ -69,6 +67,7 @@ METHODS = {
 }
 GRADIENT_LOSSES = {"sum": "sum_squared_error", "mean": "mean_squared_error"}
 TEST_SEED_OFFSET = 1_000_003
+VALIDATION_SEED_OFFSET = 2_000_003
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +92,10 @@ class RunConfig:
     balance: `SobolevConfig.balance`; `"none"` is the earlier setting (the
       plain sum over the value variance).
     gradient_loss: `"sum"` (the paper's) or `"mean"` over input dimensions.
+    balance_floor: `SobolevConfig.balance_floor`.
+    validation_fraction: share of the `train_size` points held out of
+      training to select the run's best weights by their value error
+      (`val_mse`); 0 trains on every point and keeps the last weights.
   """
 
   function: str
@@ -110,6 +113,8 @@ class RunConfig:
   domain: str = "paper"
   balance: str = "target_scale"
   gradient_loss: str = "sum"
+  balance_floor: float = config_lib.SobolevConfig.balance_floor
+  validation_fraction: float = 0.0
 
   def __post_init__(self):
     for name, choices in (
@@ -132,7 +137,25 @@ class RunConfig:
     )
     checks.non_negative_ints(seed=self.seed)
     checks.positive_numbers(learning_rate=self.learning_rate)
-    checks.non_negative_numbers(derivative_weight=self.derivative_weight)
+    checks.non_negative_numbers(
+      derivative_weight=self.derivative_weight, balance_floor=self.balance_floor
+    )
+    if self.validation_fraction:
+      checks.fraction("validation_fraction", self.validation_fraction)
+      if self.train_size < 2:
+        raise ValueError(
+          "Received a `validation_fraction` for a single training point; "
+          "hold out points from a sample of 2 or more. Received: "
+          f"train_size={self.train_size}"
+        )
+
+  @property
+  def validation_size(self) -> int:
+    """Points held out of the `train_size` for validation (0 without)."""
+    if not self.validation_fraction:
+      return 0
+    count = round(self.validation_fraction * self.train_size)
+    return min(max(count, 1), self.train_size - 1)
 
   @property
   def run_id(self) -> str:
@@ -147,6 +170,10 @@ class RunConfig:
     ):
       if getattr(self, name) != default:
         settings += f"-{getattr(self, name)}"
+    if self.balance_floor != RunConfig.balance_floor:
+      settings += f"-f{self.balance_floor:g}"
+    if self.validation_fraction:
+      settings += f"-v{self.validation_fraction:g}"
     return (
       f"{self.function}-d{self.dim}-n{self.train_size}-{self.method}"
       f"{settings}-s{self.seed}"
@@ -191,93 +218,6 @@ def targets(
   return {key: value.astype(np.float32) for key, value in result.items()}
 
 
-def build_network(
-  config: RunConfig,
-  function: functions.BenchmarkFunction,
-  value_mean: float,
-  value_std: float,
-) -> keras.Model:
-  """The paper's MLP, wrapped in input and output normalisation.
-
-  Each Dense kernel gets its own Glorot-uniform seed from a Python generator
-  seeded with `config.seed`: the draws `keras.utils.set_random_seed` would
-  make, so the weights are the ones earlier runs started from, without
-  setting any global seed.
-  """
-  center = (function.upper + function.lower) / 2
-  half_width = (function.upper - function.lower) / 2
-  seeds = random.Random(config.seed)
-
-  def kernel_initializer() -> keras.initializers.Initializer:
-    return keras.initializers.GlorotUniform(seed=seeds.randint(1, 10**9))
-
-  layers = [
-    keras.Input((config.dim,)),
-    keras.layers.Normalization(mean=center, variance=half_width**2),
-  ]
-  layers += [
-    keras.layers.Dense(
-      width,
-      activation=config.activation,
-      kernel_initializer=kernel_initializer(),
-    )
-    for width in config.hidden_sizes
-  ]
-  layers += [
-    keras.layers.Dense(1, kernel_initializer=kernel_initializer()),
-    keras.layers.Normalization(
-      mean=value_mean, variance=value_std**2, invert=True
-    ),
-  ]
-  return keras.Sequential(layers, name="mlp")
-
-
-def build_model(
-  config: RunConfig,
-  function: functions.BenchmarkFunction,
-  train_targets: Dict[str, np.ndarray],
-) -> model_lib.SobolevModel:
-  """`SobolevModel` with the paper's L2 terms and the run's balance."""
-  value_mean = float(np.mean(train_targets["value"]))
-  # A floor keeps near-constant samples (1 point) from dividing by zero.
-  value_std = max(float(np.std(train_targets["value"])), 1e-6)
-  method = METHODS[config.method]
-  weights = [1.0] + [config.derivative_weight] * method["order"]
-  if config.balance == "none":
-    weights = [w / value_std**2 for w in weights]
-  model = model_lib.SobolevModel(
-    build_network(config, function, value_mean, value_std),
-    order=method["order"],
-    mode=method.get("mode", "full"),
-    loss_weights=weights,
-    losses=["mean_squared_error"]
-    + [GRADIENT_LOSSES[config.gradient_loss]] * method["order"],
-    nonfinite_targets=(
-      "missing" if config.method == "sobolev_missing" else "raise"
-    ),
-    balance=config.balance,
-    seed=config.seed,
-  )
-  model.build((None, config.dim))
-  return model
-
-
-def build_optimizer(config: RunConfig) -> keras.optimizers.Optimizer:
-  """Adam with cosine decay and global-norm clipping, for every method.
-
-  Clipping matters for Sobolev training of ReLU networks: the input gradient
-  is piecewise constant in the weights, so the derivative loss jumps when an
-  activation pattern changes. Without clipping, a probe on Styblinski-Tang
-  (100 points, seed 0) saw the Sobolev training loss rise from 0.29 to 0.60
-  while the learning rate decayed; with it the loss fell to 0.36 and the test
-  MSE halved. Regular training was unaffected (test MSE 35.0 against 35.4).
-  """
-  schedule = keras.optimizers.schedules.CosineDecay(
-    config.learning_rate, config.steps
-  )
-  return keras.optimizers.Adam(schedule, global_clipnorm=1.0)
-
-
 def train_dataset(
   x: np.ndarray,
   y: Dict[str, np.ndarray],
@@ -307,35 +247,12 @@ def train_dataset(
   )
 
 
-def evaluate(
-  network: keras.Model,
-  x: np.ndarray,
-  test_targets: Dict[str, np.ndarray],
-  batch_size: int = 2000,
-) -> Dict[str, float]:
-  """Test MSE of values and of gradients, in original units."""
-  scorer = model_lib.SobolevModel(network, order=1, balance="none")
-  scorer.compile()
-  scores = scorer.evaluate(
-    x,
-    {key: test_targets[key] for key in ("value", "d1")},
-    batch_size=batch_size,
-    verbose=0,
-    return_dict=True,
-  )
-  return {
-    "test_mse": float(scores["value_loss"]),
-    "test_gradient_mse": float(scores["d1_loss"]),
-  }
-
-
 def make_data(
   config: RunConfig, function: Optional[functions.BenchmarkFunction] = None
 ) -> Tuple[Any, Any]:
   """The run's training sample with its targets, and the fixed test set."""
   function = function or get_function(config)
   x_train = function.sample(config.train_size, seed=config.seed)
-  x_test = function.sample(config.test_size, seed=TEST_SEED_OFFSET)
   y_train = targets(
     function,
     x_train,
@@ -348,7 +265,50 @@ def make_data(
     y_train["d1"] = np.where(unknown, np.nan, y_train["d1"]).astype(np.float32)
   if config.method == "directional":
     y_train = _along_random_directions(y_train, rng)
-  return (x_train, y_train), (x_test, targets(function, x_test, 1))
+  test = _test_set(config.function, config.dim, config.domain, config.test_size)
+  return (x_train, y_train), test
+
+
+@functools.lru_cache(maxsize=16)
+def _test_set(name: str, dim: int, domain: str, size: int):
+  """A function's fixed test points and targets, made once per process.
+
+  Every run of a function scores on the same points; the arrays are
+  read-only, as they are shared.
+  """
+  function = functions.get_function(name, dim, domain)
+  x = function.sample(size, seed=TEST_SEED_OFFSET)
+  y = targets(function, x, 1)
+  for array in (x, *y.values()):
+    array.setflags(write=False)
+  return x, y
+
+
+def split_validation(
+  config: RunConfig, x: np.ndarray, y: Dict[str, np.ndarray]
+):
+  """The training sample without and with its held-out validation points.
+
+  Args:
+    config: the run (its `validation_size` and seed).
+    x: the training points `[N, d]`.
+    y: their targets.
+
+  Returns:
+    `((x, y), validation)`: the points trained on, and the held-out ones
+    as `(x, y)`, or `None` without a validation split.
+  """
+  count = config.validation_size
+  if not count:
+    return (x, y), None
+  rng = np.random.default_rng([config.seed, VALIDATION_SEED_OFFSET])
+  held = np.zeros(len(x), bool)
+  held[rng.choice(len(x), count, replace=False)] = True
+
+  def part(mask):
+    return x[mask], {key: value[mask] for key, value in y.items()}
+
+  return part(~held), part(held)
 
 
 def get_function(config: RunConfig) -> functions.BenchmarkFunction:

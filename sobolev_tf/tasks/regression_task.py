@@ -1,9 +1,12 @@
 """One run of the regression sweep, as a task of `launch/loop.py`."""
 
+import collections
 import os
 from typing import Any
 from typing import Dict
+from typing import Hashable
 from typing import Optional
+from typing import Tuple
 
 import tensorflow as tf
 
@@ -11,7 +14,15 @@ from sobolev_tf import finite_updates
 from sobolev_tf import model as model_lib
 from sobolev_tf.tasks import base
 from sobolev_tf.tasks import regression
+from sobolev_tf.tasks import regression_model
 from sobolev_tf.tasks import surfaces
+
+# Models built by the runs of this process, by strategy and
+# `regression_model.model_key`: a later run of the same key resets one
+# instead of building its own, so that the loop's compiled step serves it
+# (`step_key`). The oldest are dropped.
+_MODELS: "collections.OrderedDict[Hashable, Any]" = collections.OrderedDict()
+_MOST_MODELS = 8
 
 
 class RegressionTask(base.DatasetTask):
@@ -24,21 +35,40 @@ class RegressionTask(base.DatasetTask):
 
   Args:
     config: the run.
+    share_model: whether to take over the model of an earlier run of this
+      process with the same shapes, objective and optimiser (reset to this
+      run's initial state), so that the loop compiles the step once for
+      all of them: what a sweep of runs one after the other wants. The
+      earlier task's model then belongs to this one.
   """
 
-  def __init__(self, config: regression.RunConfig):
+  def __init__(self, config: regression.RunConfig, share_model: bool = False):
     super().__init__(config.run_id, config.steps)
     self.config = config
+    self.share_model = share_model
     self.function = regression.get_function(config)
-    (self.x_train, self.y_train), (self.x_test, self.y_test) = (
-      regression.make_data(config, self.function)
+    train, (self.x_test, self.y_test) = regression.make_data(
+      config, self.function
     )
+    (self.x_train, self.y_train), validation = regression.split_validation(
+      config, *train
+    )
+    # Exact values and gradients at the training and validation points.
+    self.train_truth = regression.targets(self.function, self.x_train, 1)
+    self.validation = None
+    if validation is not None:
+      self.validation = (
+        validation[0],
+        regression.targets(self.function, validation[0], 1),
+      )
     self.model: Optional[model_lib.SobolevModel] = None
+    self.scorer: Optional[regression_model.Scorer] = None
+    self._key: Optional[Hashable] = None
 
   def check_strategy(self, strategy: tf.distribute.Strategy) -> None:
     """The global batch (capped at the sample) must divide among replicas."""
     base.check_global_batch(
-      min(self.config.batch_size, self.config.train_size),
+      min(self.config.batch_size, len(self.x_train)),
       strategy,
       f"the batch of {self.run_id}, capped at its training size",
     )
@@ -55,12 +85,40 @@ class RegressionTask(base.DatasetTask):
     }
 
   def build(self) -> None:
-    """The `SobolevModel` and its optimiser, built."""
-    self.model = regression.build_model(
+    """The `SobolevModel` and its optimiser, built, or a shared one reset.
+
+    A model of an earlier run of this process with the same
+    `regression_model.model_key` under the same strategy is given this
+    run's initial state (`regression_model.reset`): the same numbers as a
+    model built anew.
+    """
+    strategy = tf.distribute.get_strategy()
+    key = (id(strategy), regression_model.model_key(self.config, self.y_train))
+    shared = _MODELS.get(key) if self.share_model else None
+    if shared is not None and shared[0] is strategy:
+      self._key = key
+      _, self.model, self.scorer = shared
+      _MODELS.move_to_end(self._key)
+      regression_model.reset(
+        self.model, self.config, self.function, self.y_train
+      )
+      return
+    self.model = regression_model.build_model(
       self.config, self.function, self.y_train
     )
-    self.model.compile(optimizer=regression.build_optimizer(self.config))
+    self.model.compile(optimizer=regression_model.build_optimizer(self.config))
     self.model.optimizer.build(self.model.trainable_variables)
+    self.scorer = regression_model.Scorer(self.model.model)
+    if self.share_model:
+      self._key = key
+      _MODELS[key] = (strategy, self.model, self.scorer)
+      while len(_MODELS) > _MOST_MODELS:
+        _MODELS.popitem(last=False)
+
+  @property
+  def step_key(self) -> Optional[Hashable]:
+    """The shared model's: runs of one model share its compiled step."""
+    return self._key
 
   def checkpoint_items(self) -> Dict[str, Any]:
     """The model and the optimiser."""
@@ -93,8 +151,25 @@ class RegressionTask(base.DatasetTask):
     return self.model.guard
 
   def evaluate(self) -> Dict[str, float]:
-    """Test MSE of values and gradients (`regression.evaluate`)."""
-    return regression.evaluate(self.model.model, self.x_test, self.y_test)
+    """MSE of values and gradients on the test set and the training points.
+
+    The training points' errors are against the function's exact values
+    and gradients, whatever the method trained on: with the test errors
+    they tell overfitting (training error falling while the test error
+    rises) from an unstable optimisation (both rising).
+    """
+    metrics = {
+      **self.scorer(self.x_test, self.y_test, "test"),
+      **self.scorer(self.x_train, self.train_truth, "train"),
+    }
+    if self.validation is not None:
+      metrics.update(self.scorer(*self.validation, "val"))
+    return metrics
+
+  @property
+  def selection(self) -> Optional[Tuple[str, str]]:
+    """With a validation split, the validation points' value error."""
+    return None if self.validation is None else ("val_mse", "min")
 
   def summary_images(self) -> Dict[str, tf.Tensor]:
     """The fitted surface, for 2-D functions."""

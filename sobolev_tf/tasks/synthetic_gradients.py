@@ -60,6 +60,7 @@ class Config:
       the plain sum, whose gradient term needed a weight of 100 on digits.
     warmup_steps: steps the SG modules train before the lower stages use
       their output.
+    balance_floor: `SobolevConfig.balance_floor` of the SG objectives.
   """
 
   variant: str
@@ -74,6 +75,7 @@ class Config:
   gradient_weight: float = 1.0
   warmup_steps: int = 0
   balance: str = "target_scale"
+  balance_floor: float = config_lib.SobolevConfig.balance_floor
 
   def __post_init__(self):
     if self.variant not in VARIANTS:
@@ -96,7 +98,9 @@ class Config:
     checks.positive_numbers(
       learning_rate=self.learning_rate, sg_learning_rate=self.sg_learning_rate
     )
-    checks.non_negative_numbers(gradient_weight=self.gradient_weight)
+    checks.non_negative_numbers(
+      gradient_weight=self.gradient_weight, balance_floor=self.balance_floor
+    )
     if not 1 <= self.num_modules <= len(self.block_channels):
       raise ValueError(
         f"Received an invalid value for `num_modules`, expected 1 to "

@@ -3,6 +3,7 @@
 from typing import Any
 from typing import Dict
 from typing import Optional
+from typing import Tuple
 
 import keras
 import numpy as np
@@ -26,6 +27,8 @@ class SyntheticGradientsTask(base.DatasetTask):
     steps: training steps.
     batch_size: global batch size.
     loader_kwargs: further arguments of `image_data.load`, e.g. `data_dir`.
+    validation_fraction: share of the training images held out; their
+      loss selects the run's best weights (0: none).
   """
 
   def __init__(
@@ -36,6 +39,7 @@ class SyntheticGradientsTask(base.DatasetTask):
     steps: int,
     batch_size: int,
     loader_kwargs: Optional[Dict[str, Any]] = None,
+    validation_fraction: float = 0.0,
   ):
     if dataset not in image_data.DATASETS:
       raise ValueError(
@@ -47,6 +51,8 @@ class SyntheticGradientsTask(base.DatasetTask):
     setting = ""
     if config.balance != "target_scale" or config.gradient_weight != 1:
       setting = f"-{config.balance}-w{config.gradient_weight:g}"
+    if config.balance_floor != sg.Config.balance_floor:
+      setting += f"-f{config.balance_floor:g}"
     super().__init__(
       f"{dataset}-m{config.num_modules}-{config.variant}{setting}-s{seed}",
       steps,
@@ -56,7 +62,13 @@ class SyntheticGradientsTask(base.DatasetTask):
     self.seed = seed
     self.batch_size = batch_size
     self.loader_kwargs = dict(loader_kwargs or {})
+    self.splits = ("train", None)
+    if validation_fraction:
+      self.splits = image_data.validation_splits(dataset, validation_fraction)
+      if dataset == "digits":
+        self.loader_kwargs["validation_fraction"] = validation_fraction
     self.classifier: Optional[decoupled.DecoupledClassifier] = None
+    self._programs = None
 
   def check_strategy(self, strategy: tf.distribute.Strategy) -> None:
     """The global batch must divide among the replicas."""
@@ -104,7 +116,7 @@ class SyntheticGradientsTask(base.DatasetTask):
     """The training split from `start_step` on (`image_data.load`)."""
     return image_data.load(
       self.dataset_name,
-      "train",
+      self.splits[0],
       self.batch_size,
       training=True,
       seed=self.seed,
@@ -121,22 +133,46 @@ class SyntheticGradientsTask(base.DatasetTask):
     """Test accuracy and the mean cosines of synthetic to true gradients.
 
     On the data set's test split; one cosine per split, `test_cosine_<k>`.
+    With a validation split, its accuracy and loss too (`val_*`).
     """
-    correct, count, cosines = 0, 0, []
-    predict = tf.function(self.classifier)
-    align = tf.function(self.classifier.gradient_cosines)
-    test_split = image_data.SPLITS[self.dataset_name][1]
+    test_split = image_data.SPLITS[self.dataset_name][-1]
+    result = self._scores(test_split, "test", cosines=True)
+    if self.splits[1] is not None:
+      result.update(self._scores(self.splits[1], "val"))
+    return result
+
+  @property
+  def selection(self) -> Optional[Tuple[str, str]]:
+    """With a validation split, its mean cross-entropy."""
+    return None if self.splits[1] is None else ("val_loss", "min")
+
+  def _scores(self, split: str, prefix: str, cosines: bool = False):
+    if self._programs is None:
+      self._programs = (
+        tf.function(self.classifier),
+        tf.function(self.classifier.gradient_cosines),
+      )
+    predict, align = self._programs
+    correct, losses, count, per_split = 0, 0.0, 0, []
     for images, labels in image_data.load(
-      self.dataset_name, test_split, 256, training=False, **self.loader_kwargs
+      self.dataset_name, split, 256, training=False, **self.loader_kwargs
     ):
       logits = predict(images)
       correct += int(
         tf.reduce_sum(tf.cast(tf.argmax(logits, -1) == labels, tf.int32))
       )
+      losses += float(
+        tf.reduce_sum(
+          tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        )
+      )
       count += int(tf.shape(labels)[0])
-      cosines.append([float(c) for c in align(images, labels)])
-    result = {"test_accuracy": correct / count}
-    if cosines and cosines[0]:
-      for split, value in enumerate(np.mean(cosines, axis=0)):
-        result[f"test_cosine_{split}"] = float(value)
+      if cosines:
+        per_split.append([float(c) for c in align(images, labels)])
+    result = {f"{prefix}_accuracy": correct / count}
+    if prefix != "test":
+      result[f"{prefix}_loss"] = losses / count
+    if per_split and per_split[0]:
+      for index, value in enumerate(np.mean(per_split, axis=0)):
+        result[f"{prefix}_cosine_{index}"] = float(value)
     return result

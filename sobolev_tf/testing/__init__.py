@@ -176,6 +176,15 @@ def kill_and_resume(
   )
 
 
+# Fields of a run's record that time it: they differ between runs.
+TIMING_FIELDS = ("train_seconds", "seconds")
+
+
+def without_timings(record: Dict[str, Any]) -> Dict[str, Any]:
+  """`record` without its `TIMING_FIELDS`, to compare two runs' records."""
+  return {k: v for k, v in record.items() if k not in TIMING_FIELDS}
+
+
 class FakeAtariEnv:
   """`num_envs` fake games with the interface of `atari_env.make_atari_env`.
 
