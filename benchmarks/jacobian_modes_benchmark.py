@@ -39,6 +39,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from benchmarks import machine
 from benchmarks import report
 from sobolev_tf import derivatives
 
@@ -168,7 +169,7 @@ def _row(shape, xla: bool, times) -> List[str]:
 def main(argv: Sequence[str]) -> None:
   """Measures every shape with and without XLA; prints (writes) the table."""
   del argv
-  load_before = report.load_average()
+  load_before = machine.load_average()
   header = ["MLP", "XLA", *(f"{m} ms (warm-up)" for m in MODES)]
   header += ["auto picks", "auto / best"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

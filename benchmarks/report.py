@@ -3,10 +3,7 @@
 import datetime
 import os
 import platform
-import shlex
 import statistics
-import subprocess
-import sys
 from typing import List
 from typing import Optional
 from typing import Sequence
@@ -19,6 +16,7 @@ import tensorflow as tf
 
 from benchmarks import harness
 from benchmarks import jax_reference
+from benchmarks import machine
 import sobolev_tf
 
 LEGEND = """\
@@ -33,52 +31,6 @@ Sobolev rows distil a frozen teacher (its forward pass and projected gradient
 are part of the step); Atari `plain` fits value arrays."""
 
 
-def load_average() -> str:
-  """The 1, 5 and 15 minute load averages, as text."""
-  return ", ".join(f"{load:.2f}" for load in os.getloadavg())
-
-
-def _command_line() -> str:
-  env = [
-    f"{name}={shlex.quote(os.environ[name])}"
-    for name in (
-      "JAX_PLATFORMS",
-      "XLA_FLAGS",
-      "TF_XLA_FLAGS",
-      "KERAS_BACKEND",
-      "PYTHONPATH",
-    )
-    if name in os.environ
-  ]
-  return " ".join(env + [shlex.quote(arg) for arg in sys.orig_argv])
-
-
-def _git_revision() -> str:
-  try:
-    result = subprocess.run(
-      ["git", "describe", "--always", "--dirty"],
-      cwd=os.path.dirname(os.path.abspath(__file__)),
-      capture_output=True,
-      text=True,
-      timeout=10,
-      check=True,
-    )
-  except (OSError, subprocess.SubprocessError):
-    return "unknown"
-  return result.stdout.strip()
-
-
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as cpuinfo:
-      for line in cpuinfo:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
-
-
 def environment(load_before: str) -> List[str]:
   """Markdown bullets: command line, date, versions, machine, threads."""
   nproc = len(os.sched_getaffinity(0))
@@ -88,14 +40,14 @@ def environment(load_before: str) -> List[str]:
   )
   now = datetime.datetime.now(datetime.UTC)
   return [
-    f"- Command: `{_command_line()}` (in `{os.getcwd()}`)",
+    f"- Command: `{machine.command_line()}` (at the top of the repository)",
     f"- Date: {now.strftime('%Y-%m-%d %H:%M UTC')}",
-    f"- sobolev_tf {sobolev_tf.__version__} (git {_git_revision()}), "
+    f"- sobolev_tf {sobolev_tf.__version__} (git {machine.git_revision()}), "
     f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
     f"Keras {keras.__version__}, JAX {jax.__version__}, jaxlib "
     f"{jaxlib.__version__}, NumPy {np.__version__}",
-    f"- Machine: nproc = {nproc} ({_cpu_model()}); load average (1, 5, "
-    f"15 min) {load_before} before, {load_average()} after",
+    f"- Machine: nproc = {nproc} ({machine.cpu_model()}); load average (1, 5, "
+    f"15 min) {load_before} before, {machine.load_average()} after",
     f"- Threads: TF intra-op {threads[0]}, inter-op {threads[1]} (0: "
     "default, from the CPUs); JAX XLA:CPU default; JAX devices "
     f"{[str(device) for device in jax.devices()]}",

@@ -44,6 +44,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from benchmarks import machine
 from benchmarks import report
 from benchmarks import scaling_point
 from benchmarks import scaling_report
@@ -330,7 +331,7 @@ def main(argv: Sequence[str]) -> None:
   except ValueError as error:
     raise app.UsageError(str(error)) from error
   memory_budget = _MEMORY_BUDGET_GB.value * 2**30
-  load_before = report.load_average()
+  load_before = machine.load_average()
   start = time.monotonic()
   results = run_sweep(points, memory_budget, _TIME_BUDGET_S.value)
   header = [

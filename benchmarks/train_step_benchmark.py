@@ -60,6 +60,7 @@ import jax
 import keras
 
 from benchmarks import harness
+from benchmarks import machine
 from benchmarks import report
 from benchmarks import workloads
 
@@ -140,7 +141,7 @@ def main(argv: Sequence[str]) -> None:
   if _QUICK.value:
     steps, repeats = _QUICK_STEPS, _QUICK_REPEATS
   xla_settings = [_BOOLEANS[value] for value in _XLA.value]
-  load_before = report.load_average()
+  load_before = machine.load_average()
 
   rows = []
   for name in _WORKLOADS.value:

@@ -34,11 +34,13 @@ numbers of a run never interrupted.
 import io
 import json
 import os
+import time
 from typing import Any
 from typing import Dict
 from typing import List
 
 from absl import flags
+from absl import logging
 import matplotlib
 
 matplotlib.use("Agg")
@@ -318,7 +320,13 @@ def main(argv: List[str]) -> None:
     _TEACHER.value, atari_env.num_actions(_GAME.value)
   )
   context.write_config(FLAGS)
+  start = time.perf_counter()
   data = recording(context, teacher)
+  logging.info(
+    "Recording: %d states in %.1fs",
+    len(data["frames"]),
+    time.perf_counter() - start,
+  )
   train, test = distillation.split_by_episode(
     data["episodes"], _TEST_FRACTION.value, seed=_SPLIT_SEED
   )
@@ -353,7 +361,9 @@ def main(argv: List[str]) -> None:
     return
   workdir = context.workdir
   play = _COUNTS["play_episodes"].value
+  start = time.perf_counter()
   reference = play_reference(workdir, teacher) if play else {}
+  logging.info("Teacher's and random play: %.1fs", time.perf_counter() - start)
   table = markdown_table(records, reference)
   files.write_file(os.path.join(workdir, "table.md"), table)
   figure4(records, os.path.join(workdir, "figure4.png"))

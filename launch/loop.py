@@ -193,12 +193,18 @@ def _programs(task, strategy, settings, element_spec):
   return run_steps, fused
 
 
-def _trainer(
+def trainer(
   task: base.Task,
   strategy: tf.distribute.Strategy,
   start_step: int,
   settings: Settings,
 ) -> TrainFn:
+  """`count -> logs`: trains a built task from `start_step` as `run` does.
+
+  What `run` calls for its executions (and what the sweep benchmark
+  times): the compiled steps on the task's dataset, or a host task's
+  `train`.
+  """
   if isinstance(task, base.DatasetTask):
     return _dataset_trainer(task, strategy, start_step, settings)
   if isinstance(task, base.HostTask):
@@ -435,11 +441,11 @@ def run(
     with strategy.scope():
       task.build()
     state = _Run(task, strategy, run_dir, settings, clock)
-    trainer = None
+    train = None
     if state.step < task.num_steps:
-      trainer = _trainer(task, strategy, state.step, settings)
-  if trainer is not None:
-    state.train(trainer)
+      train = trainer(task, strategy, state.step, settings)
+  if train is not None:
+    state.train(train)
   return state.finish(run_dir)
 
 

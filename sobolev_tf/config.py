@@ -220,7 +220,7 @@ class SobolevConfig:
   derivative_scales: Dict[str, np.ndarray] = None
   balance: str = "target_scale"
   balance_decay: float = 0.99
-  balance_floor: float = 0.0
+  balance_floor: float = 0.1
 
   def __post_init__(self):
     order = _check_int("order", self.order, 0, MAX_ORDER)
@@ -244,7 +244,9 @@ class SobolevConfig:
     )
     setattr_(
       "balance_floor",
-      _check_real("balance_floor", self.balance_floor, np.inf, ">= 0"),
+      _check_real(
+        "balance_floor", self.balance_floor, np.inf, "finite and >= 0"
+      ),
     )
     if self.nonfinite_targets == "missing" and self.mode == "stochastic":
       raise ValueError(

@@ -164,9 +164,9 @@ class TargetScaleTest(tf.test.TestCase, parameterized.TestCase):
     floor = 0.1 * np.std(value) / (np.std(self.x) * np.sqrt(2))
     raw = losses.terms["d1"].numpy()
     self.assertAllClose(losses.normalized["d1"], raw / floor**2, rtol=1e-4)
-    free = objective_lib.SobolevObjective(order=1, loss_weights=weights)(
-      self.net, self.x, y, training=True
-    )
+    free = objective_lib.SobolevObjective(
+      order=1, loss_weights=weights, balance_floor=0.0
+    )(self.net, self.x, y, training=True)
     self.assertGreater(free.normalized["d1"], 1e6 * losses.normalized["d1"])
 
   def test_floor_leaves_ordinary_scales_alone(self):
@@ -174,7 +174,7 @@ class TargetScaleTest(tf.test.TestCase, parameterized.TestCase):
     floored = objective_lib.SobolevObjective(order=1, balance_floor=0.1)(
       self.net, self.x, y, training=True
     )
-    free = objective_lib.SobolevObjective(order=1)(
+    free = objective_lib.SobolevObjective(order=1, balance_floor=0.0)(
       self.net, self.x, y, training=True
     )
     self.assertAllClose(floored.normalized["d1"], free.normalized["d1"])
@@ -261,7 +261,7 @@ class UnitInvarianceTest(tf.test.TestCase, parameterized.TestCase):
     weights, scaled = self._train("target_scale", order, "full", 255, 1e3, 50)
     for a, b in zip(base_weights, weights, strict=True):
       self.assertAllClose(a, b, rtol=2e-3, atol=2e-4)
-    free_weights, _ = self._train("target_scale", order, "full", 1, 1)
+    free_weights, _ = self._train("target_scale", order, "full", 1, 1, 0.0)
     self.assertNotAllClose(free_weights[0], base_weights[0])
 
   def test_without_a_balance_the_trajectory_moves(self):
@@ -302,15 +302,19 @@ class StateTest(tf.test.TestCase, parameterized.TestCase):
       model.evaluate(x, y, verbose=0, return_dict=True),
     )
 
-  @parameterized.parameters("target_scale", "running_loss")
-  def test_resume_from_a_checkpoint(self, balance):
-    uninterrupted, _, _ = self._fit(balance, epochs=2)
-    first, _, _ = self._fit(balance, epochs=1)
+  @parameterized.parameters(
+    ("target_scale", 0.0), ("running_loss", 0.0), ("target_scale", 0.1)
+  )
+  def test_resume_from_a_checkpoint(self, balance, floor):
+    uninterrupted, _, _ = self._fit(balance, epochs=2, floor=floor)
+    first, _, _ = self._fit(balance, epochs=1, floor=floor)
     directory = tempfile.mkdtemp(dir=self.get_temp_dir())
     path = tf.train.Checkpoint(model=first, optimizer=first.optimizer).save(
       os.path.join(directory, "ckpt")
     )
-    resumed = model_lib.SobolevModel(_net(seed=11), order=1, balance=balance)
+    resumed = model_lib.SobolevModel(
+      _net(seed=11), order=1, balance=balance, balance_floor=floor
+    )
     resumed.compile(optimizer=keras.optimizers.Adam(1e-3))
     resumed.build((None, 2))
     resumed.optimizer.build(resumed.trainable_variables)

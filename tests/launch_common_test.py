@@ -49,7 +49,7 @@ class SharedFlagsTest(tf.test.TestCase, parameterized.TestCase):
         "learning_rate": 1e-3,
         "gradient_weight": 1.0,
         "balance": "target_scale",
-        "balance_floor": 0.0,
+        "balance_floor": 0.1,
         "methods": ["x"],
         "eval_every": 9,
       },

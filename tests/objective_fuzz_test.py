@@ -209,6 +209,11 @@ def _valid_option(name: str, order: int) -> st.SearchStrategy:
       st.floats(0.0, 0.999).map(np.float32),
       st.floats(0.0, 0.999).map(np.float64),
     ),
+    "balance_floor": st.one_of(
+      st.floats(0.0, 1e6),
+      st.just(0),
+      st.floats(0.0, 10.0).map(np.float32),
+    ),
   }[name]
 
 
@@ -236,6 +241,9 @@ def _invalid_option(name: str, order: int) -> st.SearchStrategy:
     "balance": st.sampled_from(("gradnorm",) + names),
     "balance_decay": st.sampled_from(
       [1.0, 1, -0.1, np.nan, np.inf, True, "0.5", None, [0.5]]
+    ),
+    "balance_floor": st.sampled_from(
+      [-0.1, -1, np.nan, np.inf, True, "0.1", None, [0.1]]
     ),
   }[name]
 
