@@ -6,12 +6,12 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 BENCH_INSTALLED := $(VENV)/.bench-installed
 
-.PHONY: demo test test-all lint format bench bench-scaling clean
+.PHONY: demo test test-all lint format docs bench bench-scaling clean
 
 $(INSTALLED): setup.py requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.txt -e ".[cpu,experiments,test,lint,bench]"
+	$(PY) -m pip install --quiet -c requirements.txt -e ".[cpu,experiments,test,lint,bench,docs]"
 	touch $@
 
 $(BENCH_INSTALLED): $(INSTALLED)
@@ -34,6 +34,11 @@ lint: $(INSTALLED)
 format: $(INSTALLED)
 	$(VENV)/bin/ruff format .
 
+# The API reference and the pages of docs/ as a site (mkdocs.yml);
+# warnings are errors, as in tests/docs_test.py.
+docs: $(INSTALLED)
+	$(PY) -m mkdocs build --strict --site-dir site
+
 # MLP steps take a fraction of a millisecond: 200 steps per repeat and 15
 # repeats keep each repeat long enough to time on a busy machine.
 bench: $(BENCH_INSTALLED)
@@ -44,4 +49,4 @@ bench-scaling: $(BENCH_INSTALLED)
 	JAX_PLATFORMS=cpu $(PY) -m benchmarks.scaling_benchmark --output=docs/scaling.md --figure=docs/scaling.png
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info site

@@ -51,6 +51,8 @@ setuptools.setup(
     "test": ["hypothesis==6.170.17", "pytest==9.2.0"],
     "bench": ["jax==0.10.2", "jaxlib==0.10.2"],
     "lint": ["ruff==0.17.6"],
+    # The API reference: `make docs` (mkdocs.yml).
+    "docs": ["mkdocs==1.6.1", "mkdocstrings[python]==1.0.8"],
   },
   license="Apache-2.0",
 )
