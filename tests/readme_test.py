@@ -3,7 +3,6 @@
 import os
 import re
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -12,9 +11,7 @@ _README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 
 def _examples() -> list:
   with open(_README, encoding="utf-8") as f:
-    text = f.read()
-  use = text[text.index("## Use") : text.index("## Experiments")]
-  return re.findall(r"```python\n(.*?)```", use, re.S)
+    return re.findall(r"```python\n(.*?)```", f.read(), re.S)
 
 
 def _namespace() -> dict:
@@ -29,10 +26,6 @@ def _namespace() -> dict:
   )
   value = (s0 * c1)[:, None]
   gradient = np.stack([c0 * c1, -s0 * s1], -1)[:, None]  # [B, 1, 2]
-  hessian = np.stack(
-    [np.stack([-s0 * c1, -c0 * s1], -1), np.stack([-c0 * s1, -s0 * c1], -1)],
-    -2,
-  )[:, None]  # [B, 1, 2, 2]
   unknown = gradient.copy()
   unknown[::2, 0, 1] = np.nan  # The adjoint gives df/dx1 for half the points.
   tangents = rng.normal(size=(64, 3, 2)).astype("float32")  # [B, K, in]
@@ -51,41 +44,27 @@ def _namespace() -> dict:
     "d1": unknown.astype("float32"),
     "v": tangents,
     "jv": np.einsum("boi,bki->bok", gradient, tangents).astype("float32"),
-    "hv": np.einsum("boij,bki->bokj", hessian, tangents).astype("float32"),
-    "center": np.zeros(2, "float32"),
-    "spread": np.full(2, 2.0, "float32"),
-    "w_value": np.ones(64, "float32"),
-    "w_d1": np.linspace(0, 1, 64).astype("float32"),
   }
 
 
 class ReadmeTest(tf.test.TestCase):
   def test_examples_run(self):
     examples = _examples()
+    # Quick start, missing partials, directions, multi-input, custom loop.
     self.assertLen(examples, 5)
     namespace = _namespace()
     os.chdir(self.get_temp_dir())
-    try:
-      for example in examples:
-        exec(example, namespace)  # noqa: S102
-        if "model" in namespace and "net" in namespace:
-          self.assertIs(namespace["model"].model, namespace["net"])
-      self.assertTrue(os.path.exists("model.keras"))
-      # The mixed-precision example trains too.
-      namespace["model"].compile(optimizer="adam")
-      history = namespace["model"].fit(
-        namespace["x"],
-        {
-          "value": namespace["y"],
-          "d1": namespace["grad_f_x"],
-          "d2": np.zeros((64, 1, 2, 2), "float32"),
-        },
-        epochs=1,
-        verbose=0,
-      )
-      self.assertIn("d2_normalized_loss", history.history)
-    finally:
-      keras.mixed_precision.set_global_policy("float32")
+    for example in examples:
+      exec(example, namespace)  # noqa: S102
+      if "model" in namespace and "net" in namespace:
+        self.assertIs(namespace["model"].model, namespace["net"])
+    self.assertTrue(os.path.exists("model.keras"))
+    # The custom loop applied its step and logged every term.
+    self.assertEqual(int(namespace["optimizer"].iterations.numpy()), 1)
+    self.assertContainsSubset(
+      ["loss", "value_loss", "d1_loss", "d1_normalized_loss"],
+      namespace["logs"].keys(),
+    )
 
 
 if __name__ == "__main__":
