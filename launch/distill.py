@@ -209,6 +209,7 @@ def sweep_configs() -> List[distillation_task.RunConfig]:
       learning_rate=_SWEEP["learning_rate"].value,
       derivative_weight=_TERMS["derivative_weight"].value,
       balance=_TERMS["balance"].value,
+      balance_floor=_TERMS["balance_floor"].value,
       play_episodes=_COUNTS["play_episodes"].value,
       play_seed=_PLAY_SEED,
     )

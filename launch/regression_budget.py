@@ -8,11 +8,17 @@ TensorBoard log), and writes to `--output`:
 * `budget_table.md`: per function, training size and budget, log10 test MSE
   and test gradient MSE of regular and Sobolev training (mean ± std over
   seeds) and the gap between them (log10 regular − log10 Sobolev: 1 is a
-  ten times smaller error with Sobolev training);
+  ten times smaller error with Sobolev training), at the last step and, for
+  sweeps run with `--validation_fraction`, at each run's best validation
+  evaluation (`best_test_mse`, ...);
 * `budget_gap.png`: that gap against the budget, per function;
 * `budget_curves.png`: test MSE and test gradient MSE against the step, per
   function and size, mean of log10 over seeds, one line per method and
-  budget.
+  budget;
+* `budget_train_curves.png`: the same for the value and gradient errors at
+  the training points (`train_mse`, `train_gradient_mse`): where they rise
+  with the test errors, the optimisation is unstable; where they fall while
+  the test errors rise, the network overfits.
 
     python -m launch.regression_budget \
       --workdirs=workdir/budget_2k,workdir/budget_10k,workdir/budget_50k \
@@ -97,11 +103,27 @@ def gap(by_method: Dict[str, list], metric: str) -> float:
   )
 
 
+def _selected(records: Sequence[Dict[str, Any]]) -> bool:
+  return all(
+    f"best_{metric}" in record
+    for record in records
+    for metric, _ in regression_report.METRICS
+  )
+
+
 def table(records: Sequence[Dict[str, Any]]) -> str:
-  """The Markdown table of the study."""
+  """The Markdown table of the study.
+
+  With validation-selected runs, each metric has the last step's columns
+  and the best validation evaluation's (`best ...`) beside them.
+  """
+  selected = _selected(records)
   header = ["function", "points", "steps"]
   for _, label in regression_report.METRICS:
     header += [f"{label}: {method}" for method in METHODS] + ["gap"]
+    if selected:
+      header += [f"best-validation {method}" for method in METHODS]
+      header.append("best-validation gap")
   header.append("seeds")
   rows = []
   for key, by_method in sorted(group(records).items()):
@@ -109,11 +131,13 @@ def table(records: Sequence[Dict[str, Any]]) -> str:
       continue
     row = list(key)
     for metric, _ in regression_report.METRICS:
-      row += [
-        files.mean_std_cell(list(_log10(by_method[method], metric)), 2)
-        for method in METHODS
-      ]
-      row.append(f"{gap(by_method, metric):.2f}")
+      names = [metric] + ([f"best_{metric}"] if selected else [])
+      for name in names:
+        row += [
+          files.mean_std_cell(list(_log10(by_method[method], name)), 2)
+          for method in METHODS
+        ]
+        row.append(f"{gap(by_method, name):.2f}")
     row.append(min(len(by_method[method]) for method in METHODS))
     rows.append(row)
   return files.markdown_table(header, rows)
@@ -162,13 +186,23 @@ def _mean_curve(runs: Sequence[Dict[str, Any]], metric: str):
   return steps, values
 
 
-def curves_figure(records: Sequence[Dict[str, Any]], path: str) -> None:
-  """Test MSE per step: rows are functions, columns size × metric."""
+TRAIN_METRICS = (
+  ("train_mse", "log10 train MSE"),
+  ("train_gradient_mse", "log10 train gradient MSE"),
+)
+
+
+def curves_figure(
+  records: Sequence[Dict[str, Any]],
+  path: str,
+  metrics: Sequence[Tuple[str, str]] = regression_report.METRICS,
+) -> None:
+  """Errors per step: rows are functions, columns size × metric."""
   groups = group(records)
   functions = sorted({key[0] for key in groups})
   sizes = sorted({key[1] for key in groups})
   budgets = sorted({key[2] for key in groups})
-  columns = [(s, m) for s in sizes for m in regression_report.METRICS]
+  columns = [(s, m) for s in sizes for m in metrics]
   figure, axes = plt.subplots(
     len(functions),
     len(columns),
@@ -181,7 +215,11 @@ def curves_figure(records: Sequence[Dict[str, Any]], path: str) -> None:
       for budget, style in zip(budgets, styles, strict=False):
         by_method = groups.get((function, size, budget), {})
         for method, color in zip(METHODS, ("C0", "C1"), strict=True):
-          runs = [r for r in by_method.get(method, []) if r.get("curve")]
+          runs = [
+            r
+            for r in by_method.get(method, [])
+            if r.get("curve") and metric in r["curve"][0]
+          ]
           if runs:
             axis.plot(
               *_mean_curve(runs, metric),
@@ -208,6 +246,9 @@ def main(argv: Sequence[str]) -> None:
   files.write_file(os.path.join(output, "budget_table.md"), table(records))
   gap_figure(records, os.path.join(output, "budget_gap.png"))
   curves_figure(records, os.path.join(output, "budget_curves.png"))
+  curves_figure(
+    records, os.path.join(output, "budget_train_curves.png"), TRAIN_METRICS
+  )
   print(f"Table and figures: {output}/budget_table.md, budget_*.png")
 
 

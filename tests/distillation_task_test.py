@@ -35,6 +35,20 @@ def _recording(num_states=60, num_actions=4):
 
 
 class TaskTest(tf.test.TestCase):
+  def test_balance_floor_reaches_the_objective_and_names_the_run(self):
+    teacher, recording = _recording()
+    path = "ram://distillation_task/floor_teacher.npz"
+    atari.save_weights(teacher, path)
+    config = distillation_task.RunConfig(
+      "pong", 0.5, "sobolev", seed=1, steps=2, balance_floor=0.5
+    )
+    self.assertEqual(config.run_id, "pong-f0.5-sobolev-f0.5-s1")
+    task = distillation_task.DistillationTask(config, path, recording)
+    task.build()
+    self.assertEqual(task.distiller.objective.config.balance_floor, 0.5)
+    default = distillation_task.RunConfig("pong", 0.5, "sobolev", seed=1)
+    self.assertEqual(default.run_id, "pong-f0.5-sobolev-s1")
+
   def test_trains_on_its_share_and_scores_the_test_states(self):
     teacher, recording = _recording()
     path = "ram://distillation_task/teacher.npz"

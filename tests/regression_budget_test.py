@@ -96,12 +96,37 @@ class BudgetTest(tf.test.TestCase):
       ],
     )
     regression_budget.main([])
-    for name in ("budget_gap.png", "budget_curves.png"):
+    for name in (
+      "budget_gap.png",
+      "budget_curves.png",
+      "budget_train_curves.png",
+    ):
       self.assertTrue(
         files.read_file(os.path.join(output, name)).startswith(b"\x89PNG")
       )
     table = files.read_file(os.path.join(output, "budget_table.md")).decode()
     self.assertIn("| booth | 20 | 1000 |", table)
+
+  def test_best_validation_columns_beside_the_last(self):
+    # Validation-selected runs: Sobolev's best evaluation is 100x better
+    # than regular's, its last only 10x.
+    records = []
+    for method, last, best in (("regular", 10.0, 10.0), ("sobolev", 1.0, 0.1)):
+      record = _record(method, 100, 0, last, 1.0)
+      record.update(best_test_mse=best, best_test_gradient_mse=1.0)
+      for point in record["curve"]:
+        point.update(train_mse=1.0, train_gradient_mse=1.0)
+      records.append(record)
+    lines = regression_budget.table(records).splitlines()
+    self.assertIn("best-validation gap", lines[0])
+    self.assertEqual(
+      [cell.strip() for cell in lines[2].split("|")[1:-1]],
+      ["booth", "20", "100"]
+      + ["1.00 ± 0.00", "0.00 ± 0.00", "1.00"]
+      + ["1.00 ± 0.00", "-1.00 ± 0.00", "2.00"]
+      + ["0.00 ± 0.00", "0.00 ± 0.00", "0.00"] * 2
+      + ["1"],
+    )
 
   def test_workdir_without_records(self):
     with self.assertRaisesRegex(ValueError, "empty.*Received none"):

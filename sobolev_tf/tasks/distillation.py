@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from sobolev_tf import checks
+from sobolev_tf import config as config_lib
 from sobolev_tf import distribute_utils
 from sobolev_tf import finite_updates
 from sobolev_tf import objective as objective_lib
@@ -128,12 +129,14 @@ class Config:
     balance: the objective's balance between the KL and the Sobolev term
       (`SobolevConfig.balance`); with `target_scale` the term is relative to
       the teacher's gradients, so weight 1 suits any teacher and game.
+    balance_floor: `SobolevConfig.balance_floor`.
   """
 
   num_actions: int
   derivative_weight: float = 1.0
   learning_rate: float = 1e-3
   balance: str = "target_scale"
+  balance_floor: float = config_lib.SobolevConfig.balance_floor
 
   def __post_init__(self):
     checks.positive_ints(num_actions=self.num_actions)
@@ -169,6 +172,7 @@ class Distiller:
       losses=[objective_lib.FunctionLoss(_kl_from_log_probs), "mse"],
       loss_weights=[1.0, config.derivative_weight],
       balance=config.balance,
+      balance_floor=config.balance_floor,
     )
     self.guard = finite_updates.StepGuard()
     self._seed = seed

@@ -43,6 +43,7 @@ class RunConfig:
     learning_rate: Adam step size.
     derivative_weight: weight of the Sobolev term of `sobolev`.
     balance: the objective's balance (`distillation.Config.balance`).
+    balance_floor: `SobolevConfig.balance_floor`.
     play_episodes: games the trained student plays (0: none).
     play_seed: seed of those games' starts, shared by every player.
   """
@@ -56,6 +57,7 @@ class RunConfig:
   learning_rate: float = 1e-3
   derivative_weight: float = 1.0
   balance: str = "target_scale"
+  balance_floor: float = config_lib.SobolevConfig.balance_floor
   play_episodes: int = 0
   play_seed: int = 1
 
@@ -86,6 +88,11 @@ class RunConfig:
       self.balance != "target_scale" or self.derivative_weight != 1
     ):
       setting = f"-{self.balance}-w{self.derivative_weight:g}"
+    if (
+      self.method == "sobolev"
+      and self.balance_floor != config_lib.SobolevConfig.balance_floor
+    ):
+      setting += f"-f{self.balance_floor:g}"
     return f"{self.game}-f{self.fraction:g}-{self.method}{setting}-s{self.seed}"
 
   @property
@@ -165,6 +172,7 @@ class DistillationTask(base.DatasetTask):
         derivative_weight=self.config.weight,
         learning_rate=self.config.learning_rate,
         balance=self.config.balance,
+        balance_floor=self.config.balance_floor,
       ),
       teacher,
       seed=self.config.seed,
