@@ -2,8 +2,8 @@ r"""Cost per step and peak memory as the input and output sizes grow.
 
     JAX_PLATFORMS=cpu python -m benchmarks.scaling_benchmark \
         --output=docs/scaling.md --figure=docs/scaling.png
-    python -m benchmarks.scaling_benchmark --quick --output=/tmp/scaling.md \
-        --figure=/tmp/scaling.png
+    python -m benchmarks.scaling_benchmark --quick --output=workdir/scaling.md \
+        --figure=workdir/scaling.png
 
 Sweeps an MLP d-256-256-outputs (softplus, batch 64) over input sizes d
 (`--dims`, 2 to 1,024) and output sizes (`--outputs`, 1 to 64, so both sides

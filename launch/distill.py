@@ -1,7 +1,7 @@
 r"""Atari policy distillation, regular against Sobolev (paper Sec. 4.2, Fig. 4).
 
-    python -m launch.distill --workdir=/tmp/distill_breakout --game=breakout \
-      --teacher=teachers/breakout.npz --num_states=10000
+    python -m launch.distill --workdir=workdir/distill_breakout \
+      --game=breakout --teacher=teachers/breakout.npz --num_states=10000
 
 1. Records `--num_states` states by following the teacher (sampling from its
    policy) into `<workdir>/recording.npz` (uint8 frames, the teacher's

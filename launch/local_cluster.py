@@ -6,7 +6,7 @@ is the chief. This is how a cluster job runs, on one machine, and how the
 tests check multi-worker training:
 
     python -m launch.local_cluster --num_workers=2 -- \
-      -m launch.regression --workdir=/tmp/two_workers \
+      -m launch.regression --workdir=workdir/two_workers \
       --strategy=multi_worker_mirrored --quick
 
 Everything after `--` is passed to the Python interpreter of each worker.

@@ -24,11 +24,11 @@ it ends with the weights of a run that was never interrupted. Any
 The quick sweep of `make demo` (7 functions × 20, 100 points × 2 methods × 3
 seeds):
 
-    python -m launch.regression --workdir=/tmp/regression --quick
+    python -m launch.regression --workdir=workdir/regression --quick
 
 The paper's full grid (20, 100 and 10,000 points, 5 seeds):
 
-    python -m launch.regression --workdir=/tmp/regression_full --full_grid
+    python -m launch.regression --workdir=workdir/regression_full --full_grid
 
 Functions take an optional dimension, e.g.
 `--functions=styblinski_tang:10,rosenbrock:100`. The paper's domains are the

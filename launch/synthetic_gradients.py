@@ -23,7 +23,7 @@ last checkpoint, at the same step and data position (`launch/loop.py`). Any
 The measured comparison of docs/RESULTS.md (scikit-learn's digits, a convnet
 split at 3 points):
 
-    python -m launch.synthetic_gradients --workdir=/tmp/sg_digits \
+    python -m launch.synthetic_gradients --workdir=workdir/sg_digits \
       --dataset=digits --num_modules=3 --seeds=3
 
 CIFAR-10 and ImageNet (tensorflow-datasets; ImageNet from `--manual_dir`)

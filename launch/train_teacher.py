@@ -1,6 +1,6 @@
 r"""Trains an Atari teacher with A2C (paper Sec. 4.2's teacher policies).
 
-    python -m launch.train_teacher --workdir=/tmp/teacher_breakout \
+    python -m launch.train_teacher --workdir=workdir/teacher_breakout \
       --game=breakout --frames=10000000
 
 Writes to `--workdir` what every launcher writes (`launch/loop.py`):

@@ -6,8 +6,9 @@ An entry of a target counts if it is finite or masked out
 count means:
 
 * `"raise"`: an error. Inside a training step the step is not applied and
-  the trainer raises after it (`training.StepGuard`); eagerly the objective
-  raises at once, and `SobolevModel.fit` checks NumPy data before training.
+  the trainer raises after it (`finite_updates.StepGuard`); eagerly the
+  objective raises at once, and `SobolevModel.fit` checks NumPy data
+  before training.
 * `"drop"`: the example carries no loss in any term and does not count in
   the means.
 * `"missing"`: the entry is unknown: it carries no loss and does not count

@@ -60,7 +60,7 @@ def start_launcher(
 
   Args:
     module: the launcher's module, e.g. `"launch.distill"`.
-    flags: its command-line flags, e.g. `["--workdir=/tmp/w"]`.
+    flags: its command-line flags, e.g. `["--workdir=workdir/w"]`.
     output: a file for its stdout and stderr; a text pipe if `None`.
 
   Returns:
