@@ -48,7 +48,14 @@ setuptools.setup(
       "tensorboard==2.21.0",
       "tensorflow-datasets==4.9.10",
     ],
-    "test": ["hypothesis==6.170.17", "pytest==9.2.0"],
+    "test": [
+      "hypothesis==6.170.17",
+      "pytest==9.2.0",
+      # tests/examples_test.py runs the notebooks of examples/.
+      "ipykernel==7.4.0",
+      "nbclient==0.11.0",
+      "nbformat==5.11.1",
+    ],
     "bench": ["jax==0.10.2", "jaxlib==0.10.2"],
     "lint": ["ruff==0.17.6"],
     # The API reference: `make docs` (mkdocs.yml).
