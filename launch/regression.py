@@ -149,7 +149,9 @@ _PRESET_FLAGS = {
   )
   for name, (description, _) in _PRESETS.items()
 }
-_COMMON = common.define_common_flags(FLAGS)
+# Regression runs are thousands of sub-millisecond steps: 250 per execution
+# (one XLA program under --jit_compile) keeps the host out of the loop.
+_COMMON = common.define_common_flags(FLAGS, steps_per_execution=250)
 
 
 def _function(spec: str) -> Tuple[str, int]:
