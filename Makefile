@@ -21,11 +21,12 @@ $(BENCH_INSTALLED): $(INSTALLED)
 demo: $(INSTALLED)
 	$(PY) -m launch.regression --workdir=workdir/regression_demo --quick
 
+# Every core runs tests (pytest-xdist); a class's tests share one worker.
 test: $(INSTALLED)
-	$(PY) -m pytest -m "not slow" -q tests
+	$(PY) -m pytest -m "not slow" -q -n auto --dist loadscope --durations=20 tests
 
 test-all: $(INSTALLED)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadscope tests
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .

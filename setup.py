@@ -51,6 +51,8 @@ setuptools.setup(
     "test": [
       "hypothesis==6.170.17",
       "pytest==9.2.0",
+      # `make test` runs the suite on every core (`pytest -n auto`).
+      "pytest-xdist==3.8.0",
       # tests/examples_test.py runs the notebooks of examples/.
       "ipykernel==7.4.0",
       "nbclient==0.11.0",
