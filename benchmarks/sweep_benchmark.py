@@ -34,6 +34,7 @@ from absl import logging
 import tensorflow as tf
 
 from benchmarks import machine
+from launch import common
 from launch import loop
 from sobolev_tf.tasks import regression
 from sobolev_tf.tasks import regression_task
@@ -118,9 +119,14 @@ def main(argv):
       records = [json.loads(line) for line in f]
     with open(os.path.join(workdir, "config.json")) as f:
       config = json.load(f)
+  launched = config["flags"]
+  strategy = tf.distribute.get_strategy()
   settings = loop.Settings(
-    steps_per_execution=config["steps_per_execution"],
-    jit_compile=config["jit_compile"] != "false",
+    steps_per_execution=launched["steps_per_execution"],
+    jit_compile=common.resolve_jit_compile(launched["jit_compile"], strategy),
+    fuse_steps={"auto": "auto", "true": True, "false": False}[
+      launched["fuse_steps"]
+    ],
   )
   per_step = {}
   for record in records:
