@@ -15,7 +15,9 @@ from mkdocs.structure.files import Files
 from mkdocs.structure.files import InclusionLevel
 
 # Pages outside `docs_dir` that the others link to; README.md is the index.
-_REPOSITORY_PAGES = ("README.md", "teachers/README.md")
+_REPOSITORY_PAGES = ("README.md", "teachers/README.md", "examples/README.md")
+# Files outside `docs_dir` that pages link to, served as they are.
+_REPOSITORY_FILES = ("examples/*.ipynb",)
 
 
 def on_files(files: Files, config: MkDocsConfig) -> Files:
@@ -50,4 +52,9 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
   readmes = [
     repository_file(path, InclusionLevel.INCLUDED) for path in _REPOSITORY_PAGES
   ]
-  return Files(moved + readmes)
+  linked = [
+    repository_file(path.relative_to(root).as_posix(), InclusionLevel.INCLUDED)
+    for pattern in _REPOSITORY_FILES
+    for path in sorted(root.glob(pattern))
+  ]
+  return Files(moved + readmes + linked)
