@@ -78,7 +78,9 @@ class CheckModelTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "expected a Keras model"):
       inputs_lib.check_model(lambda x: x)
     inputs = keras.Input((2,))
-    two = keras.Model(inputs, [inputs, inputs])
+    two = keras.Model(
+      inputs, [keras.layers.Dense(1)(inputs), keras.layers.Dense(1)(inputs)]
+    )
     with self.assertRaisesRegex(ValueError, "several outputs"):
       inputs_lib.check_model(two)
     normed = keras.Sequential(
