@@ -4,6 +4,7 @@ import os
 
 from absl.testing import parameterized
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from sobolev_tf.layers import atari
@@ -26,6 +27,12 @@ class ShippedTeachersTest(tf.test.TestCase, parameterized.TestCase):
       for name in saved.files:
         self.assertEqual(saved[name].dtype, np.float16, name)
 
+
+# Ten games of each teacher and of random play per Atari game: an experiment
+# run of about a minute of both cores, kept out of `make test` (`make
+# test-all` and `pytest -m slow` run it).
+@pytest.mark.slow
+class ShippedTeachersPlayTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters(*_GAMES.items())
   def test_teacher_beats_random_play(self, game, num_actions):
     teacher = atari.load_teacher(
