@@ -124,9 +124,7 @@ def main(argv):
   settings = loop.Settings(
     steps_per_execution=launched["steps_per_execution"],
     jit_compile=common.resolve_jit_compile(launched["jit_compile"], strategy),
-    fuse_steps={"auto": "auto", "true": True, "false": False}[
-      launched["fuse_steps"]
-    ],
+    fuse_steps=common.resolve_fuse_steps(launched["fuse_steps"]),
   )
   per_step = {}
   for record in records:

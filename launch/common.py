@@ -345,6 +345,11 @@ def resolve_jit_compile(flag_value: str, strategy: tf.distribute.Strategy):
   return flag_value == "true"
 
 
+def resolve_fuse_steps(flag_value: str):
+  """`--fuse_steps=auto|true|false` as `loop.Settings.fuse_steps` takes it."""
+  return {"auto": "auto", "true": True, "false": False}[flag_value]
+
+
 def run_main(main: Callable[[List[str]], Any], flag_values: flags.FlagValues):
   """`absl.app.run(main)` with the launcher's own flags.
 

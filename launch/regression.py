@@ -281,9 +281,7 @@ def main(argv: List[str]) -> None:
     jit_compile=common.resolve_jit_compile(
       _JIT_COMPILE.value, context.strategy
     ),
-    fuse_steps={"auto": "auto", "true": True, "false": False}[
-      _FUSE_STEPS.value
-    ],
+    fuse_steps=common.resolve_fuse_steps(_FUSE_STEPS.value),
   )
   if not context.chief:
     return
