@@ -33,10 +33,12 @@ keras-team/keras#20585, tensorflow/tensorflow#72388), its
 worker writes the same files, and it cannot drive environments.
 """
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
 import os
+import threading
 import time
 from typing import Any
 from typing import Callable
@@ -74,6 +76,9 @@ class Settings:
     fuse_steps: with `jit_compile` on one replica, whether an execution's
       steps run as one XLA program: `"auto"`, `True` or `False` (see
       `sobolev_tf.execution`).
+    concurrent_runs: runs of a sweep trained at once, each in a thread of
+      its own (`run_sweep`): the small steps of one run leave a CPU's cores
+      idle. More than 1 needs a strategy of one replica on one worker.
   """
 
   steps_per_execution: int = 50
@@ -81,12 +86,14 @@ class Settings:
   eval_every: int = 0
   jit_compile: bool = False
   fuse_steps: Any = "auto"
+  concurrent_runs: int = 1
 
   def __post_init__(self):
     execution.check_fuse_steps(self.fuse_steps)
     checks.positive_ints(
       steps_per_execution=self.steps_per_execution,
       checkpoints_per_run=self.checkpoints_per_run,
+      concurrent_runs=self.concurrent_runs,
     )
     checks.non_negative_ints(eval_every=self.eval_every)
 
@@ -132,13 +139,15 @@ def _dataset_trainer(
   key = task.step_key
   if key is not None:
     key = (key, id(strategy), settings, repr(iterator.element_spec))
-  programs = _PROGRAMS.get(key) if key is not None else None
+  with _PROGRAMS_LOCK:
+    programs = _PROGRAMS.get(key) if key is not None else None
   if programs is None:
     programs = _programs(task, strategy, settings, iterator.element_spec)
     if key is not None:
-      _PROGRAMS[key] = programs
-      while len(_PROGRAMS) > _MOST_PROGRAMS:
-        del _PROGRAMS[next(iter(_PROGRAMS))]
+      with _PROGRAMS_LOCK:
+        _PROGRAMS[key] = programs
+        while len(_PROGRAMS) > _MOST_PROGRAMS:
+          del _PROGRAMS[next(iter(_PROGRAMS))]
   run_steps, fused = programs
 
   def train(count: int) -> Dict[str, float]:
@@ -156,7 +165,8 @@ def _dataset_trainer(
 # same variables (`DatasetTask.step_key`): a later run of the sweep reuses
 # them instead of tracing and compiling its own. The oldest are dropped.
 _PROGRAMS: Dict[Any, Tuple[Any, Any]] = {}
-_MOST_PROGRAMS = 8
+_PROGRAMS_LOCK = threading.Lock()
+_MOST_PROGRAMS = 16
 
 
 def _programs(task, strategy, settings, element_spec):
@@ -476,38 +486,42 @@ def run_sweep(
     ValueError: for repeated run ids, or a strategy a task cannot use.
   """
   _check_sweep(tasks, strategy)
+  _check_concurrency(settings.concurrent_runs, strategy)
   store = files.ResultStore(os.path.join(workdir, "results.jsonl"))
   finished = store.finished()
   todo = [task for task in tasks if task.run_id not in finished]
   logging.info(
-    "%d runs, %d already finished, %d to go.",
+    "%d runs, %d already finished, %d to go%s.",
     len(tasks),
     len(tasks) - len(todo),
     len(todo),
+    f", {settings.concurrent_runs} at once"
+    if settings.concurrent_runs > 1
+    else "",
   )
   chief = strategies.is_chief(strategy)
   start = time.perf_counter()
   totals = dict.fromkeys(Clock.PHASES + ("store",), 0.0)
-  for index, task in enumerate(todo):
-    run_dir = os.path.join(workdir, "runs", task.run_id)
-    record = run(task, strategy, run_dir, settings)
-    stored = time.perf_counter()
-    if chief:
-      _store(record, store, run_dir)
-    for name, value in record["seconds"].items():
-      totals[name] += value
-    totals["store"] += time.perf_counter() - stored
-    elapsed = time.perf_counter() - start
-    logging.info(
-      "[%d/%d] %s: %s (%.1fs: %s; ~%.0fs left)",
-      index + 1,
-      len(todo),
-      task.run_id,
-      describe(record),
-      sum(record["seconds"].values()),
-      _phases(record["seconds"]),
-      elapsed / (index + 1) * (len(todo) - index - 1),
-    )
+  with _Runner(strategy, workdir, settings) as runner:
+    records = runner.start(todo)
+    for index, (task, record) in enumerate(zip(todo, records, strict=False)):
+      stored = time.perf_counter()
+      if chief:
+        _store(record, store, os.path.join(workdir, "runs", task.run_id))
+      for name, value in record["seconds"].items():
+        totals[name] += value
+      totals["store"] += time.perf_counter() - stored
+      elapsed = time.perf_counter() - start
+      logging.info(
+        "[%d/%d] %s: %s (%.1fs: %s; ~%.0fs left)",
+        index + 1,
+        len(todo),
+        task.run_id,
+        describe(record),
+        sum(record["seconds"].values()),
+        _phases(record["seconds"]),
+        elapsed / (index + 1) * (len(todo) - index - 1),
+      )
   if todo:
     logging.info(
       "Sweep: %d runs in %.1fs: %s",
@@ -519,9 +533,65 @@ def run_sweep(
   return [r for r in store.records() if r["run_id"] in run_ids]
 
 
+class _Runner:
+  """Runs a sweep's tasks in order, `concurrent_runs` at once, for `run_sweep`.
+
+  `start(tasks)` yields their records in the tasks' order, each as soon as
+  it and the runs before it have finished, so that the results file keeps
+  the sweep's order and a killed sweep loses no stored record. With one run
+  at a time every run trains in the calling thread; with more, in a pool of
+  threads (TensorFlow runs ops outside Python's lock), and leaving the
+  context stops the runs not started when one fails.
+  """
+
+  def __init__(self, strategy, workdir: str, settings: Settings):
+    self._strategy = strategy
+    self._workdir = workdir
+    self._settings = settings
+    self._pool = None
+
+  def __enter__(self) -> "_Runner":
+    if self._settings.concurrent_runs > 1:
+      self._pool = concurrent.futures.ThreadPoolExecutor(
+        self._settings.concurrent_runs, thread_name_prefix="run"
+      )
+    return self
+
+  def __exit__(self, *unused_exc_info) -> None:
+    if self._pool is not None:
+      self._pool.shutdown(wait=True, cancel_futures=True)
+
+  def _run(self, task: base.Task) -> Dict[str, Any]:
+    run_dir = os.path.join(self._workdir, "runs", task.run_id)
+    return run(task, self._strategy, run_dir, self._settings)
+
+  def start(self, tasks: Sequence[base.Task]):
+    """The records of `tasks`, in order (a generator)."""
+    if self._pool is None:
+      return map(self._run, tasks)
+    futures = [self._pool.submit(self._run, task) for task in tasks]
+    return (future.result() for future in futures)
+
+
 def _phases(seconds: Dict[str, float]) -> str:
   """`build 0.4, first_execution 1.2, ...`: the phases that took time."""
   return ", ".join(f"{k} {v:.2f}" for k, v in seconds.items() if v >= 0.005)
+
+
+def _check_concurrency(
+  concurrent_runs: int, strategy: tf.distribute.Strategy
+) -> None:
+  """Raises a `ValueError` for concurrent runs under a distributed strategy."""
+  replicas = strategy.num_replicas_in_sync
+  cluster = strategies.task_id(strategy) is not None
+  if concurrent_runs > 1 and (replicas > 1 or cluster):
+    raise ValueError(
+      "Expected concurrent_runs=1 under a strategy of several replicas or "
+      "workers, whose steps already share the devices (and whose collective "
+      f"ops must run in one order). Received: concurrent_runs="
+      f"{concurrent_runs} under {type(strategy).__name__} with {replicas} "
+      f"replicas{' in a cluster' if cluster else ''}"
+    )
 
 
 def _check_sweep(

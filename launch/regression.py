@@ -45,6 +45,7 @@ from typing import List
 from typing import Tuple
 
 from absl import flags
+from absl import logging
 import keras
 import tensorflow as tf
 
@@ -77,7 +78,17 @@ _SWEEP = common.define_sweep_flags(
   FLAGS,
   steps=2000,
   batch_size=32,
-  learning_rate_help="Initial Adam step size (cosine decay to 0).",
+  learning_rate_help="Initial Adam step size (cosine cycles to 0).",
+)
+_CYCLE_STEPS = flags.DEFINE_integer(
+  "cycle_steps",
+  regression.RunConfig.cycle_steps,
+  "Length of the learning rate's cosine cycle: a run restarts it "
+  "steps // cycle_steps times, each cycle ending at rate 0, so a longer run "
+  "passes through what a shorter one ends at (evaluate at the cycles' ends: "
+  "--eval_every dividing steps / cycles). 0: one cosine over the run.",
+  lower_bound=0,
+  flag_values=FLAGS,
 )
 _ACTIVATION = flags.DEFINE_string(
   "activation", "relu", "Hidden activation.", flag_values=FLAGS
@@ -129,6 +140,15 @@ _FUSE_STEPS = flags.DEFINE_enum(
   "as one XLA program ('auto': except convolutional steps on a CPU).",
   flag_values=FLAGS,
 )
+_CONCURRENT_RUNS = flags.DEFINE_string(
+  "concurrent_runs",
+  "auto",
+  "Runs trained at once, each in a thread of its own: a positive integer, "
+  "or 'auto' (one per CPU core up to "
+  f"{common.MOST_CONCURRENT_RUNS} on a host without accelerators, under "
+  "one replica, without --deterministic; else 1).",
+  flag_values=FLAGS,
+)
 # The preset sweeps: each overrides --train_sizes, --seeds and --steps.
 _PRESETS = {
   "quick": (
@@ -165,6 +185,11 @@ def _function(spec: str) -> Tuple[str, int]:
 flag_checks.check_list_flag(FLAGS, "functions", _function)
 flag_checks.check_list_flag(FLAGS, "train_sizes", flag_checks.positive_int)
 flag_checks.check_flag(FLAGS, "activation", keras.activations.get)
+flag_checks.check_flag(
+  FLAGS,
+  "concurrent_runs",
+  lambda value: value == "auto" or flag_checks.positive_int(value),
+)
 
 
 def sweep_configs() -> List[regression.RunConfig]:
@@ -189,14 +214,41 @@ def sweep_configs() -> List[regression.RunConfig]:
       test_size=_TEST_SIZE.value,
       domain=_DOMAIN.value,
       balance=_TERMS["balance"].value,
+      balance_floor=_TERMS["balance_floor"].value,
       gradient_loss=_GRADIENT_LOSS.value,
       validation_fraction=_VALIDATION.value,
+      cycle_steps=_CYCLE_STEPS.value,
     )
     for name, dim in map(_function, _FUNCTIONS.value)
     for size in train_sizes
     for method in _METHODS.value
     for seed in range(seeds)
   ]
+
+
+def _eval_every(config: regression.RunConfig) -> int:
+  """`--eval_every`, or by default once per learning-rate cycle's end.
+
+  A run of one cycle (or without a validation split) takes
+  `common.eval_every`'s default; a run of several is evaluated where each
+  cycle ends, at rate 0, which is where validation should choose. A
+  `--eval_every` that misses the cycles' ends is warned about.
+  """
+  cycle = config.steps / config.cycles
+  if _EVAL_EVERY.value:
+    if config.cycles > 1 and cycle % _EVAL_EVERY.value:
+      logging.warning(
+        "--eval_every=%d does not divide the learning-rate cycle of %g steps "
+        "(%d cycles of --steps=%d): evaluations miss the cycles' ends.",
+        _EVAL_EVERY.value,
+        cycle,
+        config.cycles,
+        config.steps,
+      )
+    return _EVAL_EVERY.value
+  if config.cycles > 1 and _VALIDATION.value and cycle == int(cycle):
+    return int(cycle)
+  return common.eval_every(0, config.steps, _VALIDATION.value)
 
 
 def figure3_panels(
@@ -275,13 +327,14 @@ def main(argv: List[str]) -> None:
       f"test MSE {record['test_mse']:.4g}, "
       f"gradient MSE {record['test_gradient_mse']:.4g}"
     ),
-    eval_every=common.eval_every(
-      _EVAL_EVERY.value, configs[0].steps, _VALIDATION.value
-    ),
+    eval_every=_eval_every(configs[0]),
     jit_compile=common.resolve_jit_compile(
       _JIT_COMPILE.value, context.strategy
     ),
     fuse_steps=common.resolve_fuse_steps(_FUSE_STEPS.value),
+    concurrent_runs=common.resolve_concurrent_runs(
+      _CONCURRENT_RUNS.value, context.strategy, _COMMON["deterministic"].value
+    ),
   )
   if not context.chief:
     return

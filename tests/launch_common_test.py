@@ -1,10 +1,13 @@
 """Tests for launch.common."""
 
+from unittest import mock
+
 from absl import flags
 from absl.testing import parameterized
 import tensorflow as tf
 
 from launch import common
+from sobolev_tf import execution
 from sobolev_tf import testing
 
 
@@ -86,6 +89,42 @@ class SharedFlagsTest(tf.test.TestCase, parameterized.TestCase):
   def test_bad_values_name_the_flag(self, argument, message):
     with self.assertRaisesRegex(flags.IllegalFlagValueError, message):
       testing.parse_flags(self.flag_values, ["--workdir=ram://never", argument])
+
+
+class ConcurrentRunsTest(tf.test.TestCase, parameterized.TestCase):
+  @parameterized.parameters(
+    dict(cpu_only=True, cores=2, expected=2),
+    dict(cpu_only=True, cores=1, expected=1),
+    dict(cpu_only=True, cores=64, expected=common.MOST_CONCURRENT_RUNS),
+    dict(cpu_only=False, cores=64, expected=1),
+    dict(cpu_only=True, cores=8, deterministic=True, expected=1),
+  )
+  def test_auto(self, cpu_only, cores, expected, deterministic=False):
+    with (
+      mock.patch.object(execution, "on_cpu_only", return_value=cpu_only),
+      mock.patch.object(
+        common.os, "sched_getaffinity", return_value=set(range(cores))
+      ),
+    ):
+      self.assertEqual(
+        common.resolve_concurrent_runs(
+          "auto", tf.distribute.get_strategy(), deterministic
+        ),
+        expected,
+      )
+
+  def test_auto_is_one_run_under_several_replicas(self):
+    strategy = mock.Mock(num_replicas_in_sync=2, cluster_resolver=None)
+    with mock.patch.object(execution, "on_cpu_only", return_value=True):
+      self.assertEqual(
+        common.resolve_concurrent_runs("auto", strategy, False), 1
+      )
+
+  def test_a_number(self):
+    strategy = tf.distribute.get_strategy()
+    self.assertEqual(common.resolve_concurrent_runs("3", strategy, False), 3)
+    with self.assertRaisesRegex(ValueError, "expected positive integers"):
+      common.resolve_concurrent_runs("0", strategy, False)
 
 
 if __name__ == "__main__":

@@ -284,6 +284,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
     dict(steps_per_execution=0),
     dict(checkpoints_per_run=0),
     dict(eval_every=-1),
+    dict(concurrent_runs=0),
   )
   def test_invalid_settings(self, **kwargs):
     ((name, value),) = kwargs.items()
@@ -324,6 +325,77 @@ class SweepTest(tf.test.TestCase):
         tf.distribute.get_strategy(),
         [testing.CountingTask("a"), testing.CountingTask("a")],
         _settings(),
+        str,
+      )
+
+  def test_concurrent_runs_give_the_records_of_runs_one_at_a_time(self):
+    def sweep(concurrent_runs):
+      tasks = [
+        regression_task.RegressionTask(
+          regression.RunConfig(
+            function,
+            2,
+            24,
+            method,
+            seed=seed,
+            steps=24,
+            batch_size=8,
+            test_size=50,
+          ),
+          share_model=True,
+        )
+        for function in ("booth", "beale")
+        for method in ("regular", "sobolev")
+        for seed in (0, 1)
+      ]
+      workdir = self.get_temp_dir() + f"/concurrent{concurrent_runs}"
+      settings = _settings(concurrent_runs=concurrent_runs, jit_compile=True)
+      records = loop.run_sweep(workdir, strategy, tasks, settings, str)
+      return [t.run_id for t in tasks], records
+
+    strategy = tf.distribute.get_strategy()
+    order, one = sweep(1)
+    _, three = sweep(3)
+    self.assertEqual([r["run_id"] for r in three], order)
+    for alone, together in zip(one, three, strict=True):
+      alone, together = map(testing.without_timings, (alone, together))
+      self.assertEqual(alone.keys(), together.keys())
+      for key, value in alone.items():
+        if isinstance(value, float):
+          self.assertAllClose(value, together[key], rtol=1e-5, msg=key)
+        else:
+          self.assertEqual(value, together[key], msg=key)
+
+  def test_a_failed_concurrent_run_stops_the_sweep(self):
+    workdir = self.get_temp_dir() + "/failed"
+    tasks = [
+      testing.CountingTask("a", 8),
+      testing.CountingTask("broken", 8, advance=False),
+      *(testing.CountingTask(f"later{i}", 8) for i in range(8)),
+    ]
+    with self.assertRaisesRegex(RuntimeError, "advance the step counter"):
+      loop.run_sweep(
+        workdir,
+        tf.distribute.get_strategy(),
+        tasks,
+        _settings(concurrent_runs=2),
+        str,
+      )
+    store = loop.files.ResultStore(os.path.join(workdir, "results.jsonl"))
+    self.assertEqual([r["run_id"] for r in store.records()], ["a"])
+    # At most the runs already started when it failed went on.
+    self.assertLess(len(os.listdir(os.path.join(workdir, "runs"))), 6)
+
+  def test_concurrent_runs_need_one_replica(self):
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with self.assertRaisesRegex(
+      ValueError, "concurrent_runs=2 under MirroredStrategy with 2 replicas"
+    ):
+      loop.run_sweep(
+        self.get_temp_dir() + "/mirrored",
+        strategy,
+        [testing.CountingTask("a")],
+        _settings(concurrent_runs=2),
         str,
       )
 

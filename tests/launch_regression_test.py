@@ -64,6 +64,30 @@ class InProcessTest(tf.test.TestCase, parameterized.TestCase):
     network = keras.saving.load_model(f"{run}/model.keras")
     self.assertEqual(network(tf.zeros([3, 2])).shape, [3, 1])
 
+  def test_cycles_are_evaluated_at_their_ends_and_flags_reach_the_runs(self):
+    workdir = "ram://launch_regression_test/cycles"
+    testing.parse_flags(
+      regression.FLAGS,
+      [
+        f"--workdir={workdir}",
+        *_TINY,
+        "--functions=booth",
+        "--train_sizes=20",
+        "--cycle_steps=10",
+        "--validation_fraction=0.25",
+        "--balance_floor=0.2",
+      ],
+    )
+    regression.main([])
+    records = _records(workdir)
+    self.assertLen(records, 2)
+    for record in records:
+      self.assertEndsWith(record["run_id"], "-f0.2-v0.25-c10-s0")
+      self.assertEqual(record["cycle_steps"], 10)
+      self.assertEqual(record["balance_floor"], 0.2)
+      self.assertEqual([p["step"] for p in record["curve"]], [10, 20, 30, 40])
+      self.assertIn(record["best_step"], [10, 20, 30, 40])
+
   def test_runs_log_train_and_eval_scalars_and_hyperparameters(self):
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
     testing.parse_flags(

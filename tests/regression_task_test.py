@@ -88,6 +88,25 @@ class RegressionTaskTest(tf.test.TestCase, parameterized.TestCase):
     for a, b in zip(shared_weights, alone_weights, strict=True):
       self.assertAllEqual(a, b)
 
+  def test_runs_at_once_hold_models_of_their_own(self):
+    def built(**kwargs):
+      task = regression_task.RegressionTask(
+        _config(**kwargs, steps=24), share_model=True
+      )
+      task.build()
+      return task
+
+    first, second = built(seed=0), built(seed=1)
+    self.assertIsNot(first.model, second.model)
+    self.assertNotEqual(first.step_key, second.step_key)
+    first.finish(self.get_temp_dir(), chief=False)
+    third = built(seed=2)
+    self.assertIs(third.model, first.model)
+    self.assertEqual(third.step_key, first.step_key)
+    other = built(seed=3, hidden_sizes=(8,))
+    self.assertIsNot(other.model, first.model)
+    self.assertNotEqual(other.step_key[0], first.step_key[0])
+
   def test_a_validation_split_selects_the_weights(self):
     task = regression_task.RegressionTask(
       _config(validation_fraction=0.25, steps=40)

@@ -195,11 +195,44 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     dict(batch_size=0),
     dict(seed=-1),
     dict(dim=0),
+    dict(cycle_steps=-1),
   )
   def test_invalid_sizes(self, **kwargs):
     ((name, value),) = kwargs.items()
     with self.assertRaisesRegex(ValueError, f"Received: {name}={value}"):
       _config(**kwargs)
+
+  @parameterized.parameters(
+    (1000, 2000, 1),
+    (3999, 2000, 1),
+    (4000, 2000, 2),
+    (50_000, 2000, 25),
+    (50_000, 0, 1),
+  )
+  def test_cycles(self, steps, cycle_steps, cycles):
+    self.assertEqual(
+      _config(steps=steps, cycle_steps=cycle_steps).cycles, cycles
+    )
+
+  def test_one_cycle_is_the_cosine_over_the_run(self):
+    schedule = regression_model.learning_rate_schedule(_config(steps=1500))
+    self.assertIsInstance(schedule, keras.optimizers.schedules.CosineDecay)
+    self.assertEqual(schedule.decay_steps, 1500)
+
+  def test_learning_rate_ends_every_cycle_at_zero_and_restarts(self):
+    config = _config(steps=10_000, cycle_steps=2000, learning_rate=1e-3)
+    schedule = regression_model.learning_rate_schedule(config)
+    one_cycle = regression_model.learning_rate_schedule(
+      _config(steps=2000, learning_rate=1e-3)
+    )
+    for cycle in range(5):
+      start = cycle * 2000
+      self.assertAllClose(schedule(start), 1e-3)
+      self.assertLess(float(schedule(start + 1999)), 1e-8)
+      for step in (1, 500, 1000, 1700):
+        self.assertAllClose(schedule(start + step), one_cycle(step), atol=1e-9)
+    self.assertEndsWith(config.run_id, "-s0")
+    self.assertEndsWith(_config(cycle_steps=500).run_id, "-c500-s0")
 
   def test_network_is_seeded_without_global_state(self):
     config = _config()

@@ -96,6 +96,12 @@ class RunConfig:
     validation_fraction: share of the `train_size` points held out of
       training to select the run's best weights by their value error
       (`val_mse`); 0 trains on every point and keeps the last weights.
+    cycle_steps: length of the cosine learning-rate cycle. A run of
+      `steps` restarts the cosine `steps // cycle_steps` times (at least
+      once), each cycle ending at rate 0 (SGDR, Loshchilov and Hutter
+      2017): a longer run passes through what a run of one cycle ends at,
+      and its validation evaluations can keep it. 0: one cosine over the
+      whole run.
   """
 
   function: str
@@ -115,6 +121,7 @@ class RunConfig:
   gradient_loss: str = "sum"
   balance_floor: float = config_lib.SobolevConfig.balance_floor
   validation_fraction: float = 0.0
+  cycle_steps: int = 2000
 
   def __post_init__(self):
     for name, choices in (
@@ -135,7 +142,7 @@ class RunConfig:
       batch_size=self.batch_size,
       test_size=self.test_size,
     )
-    checks.non_negative_ints(seed=self.seed)
+    checks.non_negative_ints(seed=self.seed, cycle_steps=self.cycle_steps)
     checks.positive_numbers(learning_rate=self.learning_rate)
     checks.non_negative_numbers(
       derivative_weight=self.derivative_weight, balance_floor=self.balance_floor
@@ -148,6 +155,13 @@ class RunConfig:
           "hold out points from a sample of 2 or more. Received: "
           f"train_size={self.train_size}"
         )
+
+  @property
+  def cycles(self) -> int:
+    """Cosine cycles of the learning-rate schedule (`cycle_steps`)."""
+    if not self.cycle_steps:
+      return 1
+    return max(1, self.steps // self.cycle_steps)
 
   @property
   def validation_size(self) -> int:
@@ -174,6 +188,8 @@ class RunConfig:
       settings += f"-f{self.balance_floor:g}"
     if self.validation_fraction:
       settings += f"-v{self.validation_fraction:g}"
+    if self.cycle_steps != RunConfig.cycle_steps:
+      settings += f"-c{self.cycle_steps}"
     return (
       f"{self.function}-d{self.dim}-n{self.train_size}-{self.method}"
       f"{settings}-s{self.seed}"

@@ -2,9 +2,11 @@
 
 import collections
 import os
+import threading
 from typing import Any
 from typing import Dict
 from typing import Hashable
+from typing import List
 from typing import Optional
 from typing import Tuple
 
@@ -17,12 +19,41 @@ from sobolev_tf.tasks import regression
 from sobolev_tf.tasks import regression_model
 from sobolev_tf.tasks import surfaces
 
-# Models built by the runs of this process, by strategy and
-# `regression_model.model_key`: a later run of the same key resets one
+# Idle models built by the runs of this process, by strategy and
+# `regression_model.model_key`: a run takes one of its key and resets it
 # instead of building its own, so that the loop's compiled step serves it
-# (`step_key`). The oldest are dropped.
-_MODELS: "collections.OrderedDict[Hashable, Any]" = collections.OrderedDict()
-_MOST_MODELS = 8
+# (`step_key`), and gives it back when it finishes. Runs trained at once
+# (`loop.Settings.concurrent_runs`) each hold their own. The oldest keys are
+# dropped.
+_IDLE: "collections.OrderedDict[Hashable, List[Any]]" = (
+  collections.OrderedDict()
+)
+_IDLE_LOCK = threading.Lock()
+_MOST_MODELS = 16
+
+
+def _take(key: Hashable) -> Optional[Tuple[Any, ...]]:
+  """An idle model of `key`, now the caller's, or None."""
+  with _IDLE_LOCK:
+    idle = _IDLE.get(key)
+    if not idle:
+      return None
+    entry = idle.pop()
+    if not idle:
+      del _IDLE[key]
+    return entry
+
+
+def _give_back(key: Hashable, entry: Tuple[Any, ...]) -> None:
+  """Makes a model idle again; drops the oldest beyond `_MOST_MODELS`."""
+  with _IDLE_LOCK:
+    _IDLE.setdefault(key, []).append(entry)
+    _IDLE.move_to_end(key)
+    while sum(map(len, _IDLE.values())) > _MOST_MODELS:
+      oldest = next(iter(_IDLE))
+      _IDLE[oldest].pop(0)
+      if not _IDLE[oldest]:
+        del _IDLE[oldest]
 
 
 class RegressionTask(base.DatasetTask):
@@ -35,11 +66,11 @@ class RegressionTask(base.DatasetTask):
 
   Args:
     config: the run.
-    share_model: whether to take over the model of an earlier run of this
-      process with the same shapes, objective and optimiser (reset to this
-      run's initial state), so that the loop compiles the step once for
-      all of them: what a sweep of runs one after the other wants. The
-      earlier task's model then belongs to this one.
+    share_model: whether to take over an idle model of an earlier run of
+      this process with the same shapes, objective and optimiser (reset to
+      this run's initial state), so that the loop compiles the step once
+      for all of them: what a sweep wants. The earlier task's model then
+      belongs to this one; `finish` makes it idle again.
   """
 
   def __init__(self, config: regression.RunConfig, share_model: bool = False):
@@ -64,6 +95,7 @@ class RegressionTask(base.DatasetTask):
     self.model: Optional[model_lib.SobolevModel] = None
     self.scorer: Optional[regression_model.Scorer] = None
     self._key: Optional[Hashable] = None
+    self._strategy: Optional[tf.distribute.Strategy] = None
 
   def check_strategy(self, strategy: tf.distribute.Strategy) -> None:
     """The global batch (capped at the sample) must divide among replicas."""
@@ -94,11 +126,11 @@ class RegressionTask(base.DatasetTask):
     """
     strategy = tf.distribute.get_strategy()
     key = (id(strategy), regression_model.model_key(self.config, self.y_train))
-    shared = _MODELS.get(key) if self.share_model else None
+    shared = _take(key) if self.share_model else None
+    self._strategy = strategy
     if shared is not None and shared[0] is strategy:
       self._key = key
       _, self.model, self.scorer = shared
-      _MODELS.move_to_end(self._key)
       regression_model.reset(
         self.model, self.config, self.function, self.y_train
       )
@@ -111,14 +143,11 @@ class RegressionTask(base.DatasetTask):
     self.scorer = regression_model.Scorer(self.model.model)
     if self.share_model:
       self._key = key
-      _MODELS[key] = (strategy, self.model, self.scorer)
-      while len(_MODELS) > _MOST_MODELS:
-        _MODELS.popitem(last=False)
 
   @property
   def step_key(self) -> Optional[Hashable]:
     """The shared model's: runs of one model share its compiled step."""
-    return self._key
+    return None if self._key is None else (self._key, id(self.model))
 
   def checkpoint_items(self) -> Dict[str, Any]:
     """The model and the optimiser."""
@@ -180,7 +209,12 @@ class RegressionTask(base.DatasetTask):
     }
 
   def finish(self, run_dir: str, chief: bool) -> Dict[str, Any]:
-    """Saves a 2-D run's network (for Figure 3); adds nothing to the record."""
+    """Saves a 2-D run's network (for Figure 3); adds nothing to the record.
+
+    A shared model is then idle, for a later run of its key.
+    """
     if chief and self.config.dim == 2:
       self.model.model.save(os.path.join(run_dir, "model.keras"))
+    if self._key is not None:
+      _give_back(self._key, (self._strategy, self.model, self.scorer))
     return {}
