@@ -121,6 +121,7 @@ def main(argv):
       config = json.load(f)
   launched = config["flags"]
   strategy = tf.distribute.get_strategy()
+  concurrent_runs = config["effective"]["concurrent_runs"]
   settings = loop.Settings(
     steps_per_execution=launched["steps_per_execution"],
     jit_compile=common.resolve_jit_compile(launched["jit_compile"], strategy),
@@ -147,13 +148,14 @@ def main(argv):
     f"{len(os.sched_getaffinity(0))} CPUs ({machine.cpu_model()}); load "
     f"average {machine.load_average()} after",
     "",
-    "| wall s | runs per minute | floor s | wall / floor |",
-    "|--:|--:|--:|--:|",
-    f"| {wall:.1f} | {60 * len(records) / wall:.1f} | {floor:.1f} | "
-    f"{wall / floor:.2f} |",
+    "| wall s | runs per minute | runs at once | floor s | wall / floor |",
+    "|--:|--:|--:|--:|--:|",
+    f"| {wall:.1f} | {60 * len(records) / wall:.1f} | {concurrent_runs} | "
+    f"{floor:.1f} | {wall / floor:.2f} |",
     "",
-    "Where the runs' time went (seconds, summed over runs; the rest of the "
-    "wall time is the launcher's own: imports, data, the table, figures):",
+    "Where the runs' time went (seconds, summed over runs, so runs at once "
+    "count their shared time once each; the rest of the wall time is the "
+    "launcher's own: imports, data, the table, figures):",
     "",
     "| " + " | ".join(phases) + " |",
     "|" + "--:|" * len(phases),

@@ -311,6 +311,9 @@ def main(argv: List[str]) -> None:
     regression_task.RegressionTask(config, share_model=True)
     for config in configs
   ]
+  concurrent_runs = common.resolve_concurrent_runs(
+    _CONCURRENT_RUNS.value, context.strategy, _COMMON["deterministic"].value
+  )
   context.write_config(
     FLAGS,
     num_runs=len(configs),
@@ -319,6 +322,7 @@ def main(argv: List[str]) -> None:
       "train_sizes": sorted({c.train_size for c in configs}),
       "seeds": sorted({c.seed for c in configs}),
       "steps": sorted({c.steps for c in configs}),
+      "concurrent_runs": concurrent_runs,
     },
   )
   records = context.run_sweep(
@@ -332,9 +336,7 @@ def main(argv: List[str]) -> None:
       _JIT_COMPILE.value, context.strategy
     ),
     fuse_steps=common.resolve_fuse_steps(_FUSE_STEPS.value),
-    concurrent_runs=common.resolve_concurrent_runs(
-      _CONCURRENT_RUNS.value, context.strategy, _COMMON["deterministic"].value
-    ),
+    concurrent_runs=concurrent_runs,
   )
   if not context.chief:
     return

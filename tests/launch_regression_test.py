@@ -10,6 +10,7 @@ import keras
 from tensorboard.backend.event_processing import event_accumulator
 import tensorflow as tf
 
+from launch import common
 from launch import files
 from launch import regression
 from sobolev_tf import testing
@@ -55,6 +56,12 @@ class InProcessTest(tf.test.TestCase, parameterized.TestCase):
     config = json.loads(files.read_file(f"{workdir}/config.json"))
     self.assertEqual(set(config["flags"]), set(regression.FLAGS))
     self.assertEqual(config["flags"]["steps_per_execution"], 10)
+    self.assertEqual(
+      config["effective"]["concurrent_runs"],
+      common.resolve_concurrent_runs(
+        "auto", tf.distribute.get_strategy(), False
+      ),
+    )
     table = files.read_file(f"{workdir}/table.md").decode()
     self.assertIn("| booth | 20 |", table)
     run = f"{workdir}/runs/styblinski_tang-d2-n100-sobolev-s0"
