@@ -1,8 +1,9 @@
 """The launchers' one loop: any task, any strategy, checkpoints, resume.
 
 `run_sweep` trains every task (`sobolev_tf.tasks.base.Task`) of a sweep
-whose record is not yet in `<workdir>/results.jsonl`; `run` trains one, in
-`<workdir>/runs/<run_id>/`:
+whose record is not yet in `<workdir>/results.jsonl`, `concurrent_runs` at
+once (threads), storing the records in the sweep's order; `run` trains one,
+in `<workdir>/runs/<run_id>/`:
 
 * `checkpoints/`: `tf.train.CheckpointManager` checkpoints, written in the
   pattern TensorFlow documents for several workers (every worker saves, the
