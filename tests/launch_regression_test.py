@@ -190,6 +190,36 @@ class KilledTest(tf.test.TestCase):
       ):
         self.assertAllEqual(a, b)
 
+  def test_killed_sweep_of_runs_at_once_ends_as_an_uninterrupted_one(self):
+    flags_ = [
+      "--functions=booth",
+      "--train_sizes=20,100",
+      "--methods=sobolev",
+      "--seeds=2",
+      "--steps=600",
+      "--batch_size=8",
+      "--test_size=200",
+      "--checkpoints_per_run=4",
+      "--concurrent_runs=2",
+    ]
+    straight = tempfile.mkdtemp(dir=self.get_temp_dir())
+    killed = tempfile.mkdtemp(dir=self.get_temp_dir())
+    third = "booth-d2-n100-sobolev-s0"
+    output = testing.kill_and_resume(
+      "launch.regression",
+      flags_,
+      straight,
+      killed,
+      f"runs/{third}/checkpoints/ckpt-*.index",
+    )
+    self.assertRegex(output, r"4 runs, [0-2] already finished, [2-4] to go, 2 at")
+    self.assertRegex(output, f"Restored .*{third}/checkpoints/ckpt-")
+    records = [_without_time(_records(d)) for d in (killed, straight)]
+    self.assertEqual(*([r["run_id"] for r in rs] for rs in records))
+    for resumed, uninterrupted in zip(*records, strict=True):
+      for key in ("test_mse", "test_gradient_mse"):
+        self.assertAllClose(resumed[key], uninterrupted[key], rtol=1e-4)
+
 
 if __name__ == "__main__":
   tf.test.main()
