@@ -78,15 +78,14 @@ _SWEEP = common.define_sweep_flags(
   FLAGS,
   steps=2000,
   batch_size=32,
-  learning_rate_help="Initial Adam step size (cosine cycles to 0).",
+  learning_rate_help="Initial Adam step size (cosine decay to 0).",
 )
 _CYCLE_STEPS = flags.DEFINE_integer(
   "cycle_steps",
   regression.RunConfig.cycle_steps,
-  "Length of the learning rate's cosine cycle: a run restarts it "
-  "steps // cycle_steps times, each cycle ending at rate 0, so a longer run "
-  "passes through what a shorter one ends at (evaluate at the cycles' ends: "
-  "--eval_every dividing steps / cycles). 0: one cosine over the run.",
+  "Restart the cosine rate every ~cycle_steps steps (steps // cycle_steps "
+  "cycles, each ending at rate 0; evaluated at their ends by default). 0: "
+  "one cosine over the run.",
   lower_bound=0,
   flag_values=FLAGS,
 )

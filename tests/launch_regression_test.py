@@ -212,7 +212,9 @@ class KilledTest(tf.test.TestCase):
       killed,
       f"runs/{third}/checkpoints/ckpt-*.index",
     )
-    self.assertRegex(output, r"4 runs, [0-2] already finished, [2-4] to go, 2 at")
+    self.assertRegex(
+      output, r"4 runs, [0-2] already finished, [2-4] to go, 2 at"
+    )
     self.assertRegex(output, f"Restored .*{third}/checkpoints/ckpt-")
     records = [_without_time(_records(d)) for d in (killed, straight)]
     self.assertEqual(*([r["run_id"] for r in rs] for rs in records))

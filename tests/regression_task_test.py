@@ -88,6 +88,19 @@ class RegressionTaskTest(tf.test.TestCase, parameterized.TestCase):
     for a, b in zip(shared_weights, alone_weights, strict=True):
       self.assertAllEqual(a, b)
 
+  @parameterized.parameters("regular", "directional", "sobolev_missing")
+  def test_methods_without_whole_gradients_select_on_values(self, method):
+    task = regression_task.RegressionTask(
+      _config(method=method, validation_fraction=0.25, steps=8)
+    )
+    task.build()
+    metrics = task.evaluate()
+    self.assertAllClose(
+      metrics["val_objective"],
+      metrics["val_mse"] / np.var(task.train_truth["value"]),
+      rtol=1e-6,
+    )
+
   def test_runs_at_once_hold_models_of_their_own(self):
     def built(**kwargs):
       task = regression_task.RegressionTask(
@@ -113,10 +126,18 @@ class RegressionTaskTest(tf.test.TestCase, parameterized.TestCase):
     )
     self.assertLen(task.x_train, 12)
     self.assertLen(task.validation[0], 4)
-    self.assertEqual(task.selection, ("val_mse", "min"))
+    self.assertEqual(task.selection, ("val_objective", "min"))
     self.assertEndsWith(task.run_id, "-v0.25-s0")
     task.build()
-    self.assertIn("val_gradient_mse", task.evaluate())
+    metrics = task.evaluate()
+    # Relative value and gradient errors, by the exact training targets.
+    self.assertAllClose(
+      metrics["val_objective"],
+      metrics["val_mse"] / np.var(task.train_truth["value"])
+      + metrics["val_gradient_mse"]
+      / np.mean(np.square(task.train_truth["d1"])),
+      rtol=1e-6,
+    )
     all_points = np.concatenate([task.x_train, task.validation[0]])
     self.assertLen(np.unique(all_points, axis=0), 16)
 

@@ -215,6 +215,7 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
     )
 
   def test_one_cycle_is_the_cosine_over_the_run(self):
+    self.assertEqual(_config(steps=50_000).cycles, 1)
     schedule = regression_model.learning_rate_schedule(_config(steps=1500))
     self.assertIsInstance(schedule, keras.optimizers.schedules.CosineDecay)
     self.assertEqual(schedule.decay_steps, 1500)
@@ -231,8 +232,8 @@ class RegressionTest(tf.test.TestCase, parameterized.TestCase):
       self.assertLess(float(schedule(start + 1999)), 1e-8)
       for step in (1, 500, 1000, 1700):
         self.assertAllClose(schedule(start + step), one_cycle(step), atol=1e-9)
-    self.assertEndsWith(config.run_id, "-s0")
-    self.assertEndsWith(_config(cycle_steps=500).run_id, "-c500-s0")
+    self.assertEndsWith(config.run_id, "-c2000-s0")
+    self.assertEndsWith(_config().run_id, "-sobolev-s0")
 
   def test_network_is_seeded_without_global_state(self):
     config = _config()

@@ -65,6 +65,10 @@ METHODS = {
   "sobolev_missing": dict(order=1, mode="full"),
   "directional": dict(order=1, mode="full"),
 }
+# The methods that train on every partial derivative of every point.
+WHOLE_GRADIENT_METHODS = frozenset(
+  ("sobolev", "stochastic", "sobolev2", "stochastic2", "sobolev_fd")
+)
 GRADIENT_LOSSES = {"sum": "sum_squared_error", "mean": "mean_squared_error"}
 TEST_SEED_OFFSET = 1_000_003
 VALIDATION_SEED_OFFSET = 2_000_003
@@ -94,14 +98,14 @@ class RunConfig:
     gradient_loss: `"sum"` (the paper's) or `"mean"` over input dimensions.
     balance_floor: `SobolevConfig.balance_floor`.
     validation_fraction: share of the `train_size` points held out of
-      training to select the run's best weights by their value error
-      (`val_mse`); 0 trains on every point and keeps the last weights.
-    cycle_steps: length of the cosine learning-rate cycle. A run of
-      `steps` restarts the cosine `steps // cycle_steps` times (at least
-      once), each cycle ending at rate 0 (SGDR, Loshchilov and Hutter
-      2017): a longer run passes through what a run of one cycle ends at,
-      and its validation evaluations can keep it. 0: one cosine over the
-      whole run.
+      training to select the run's best weights by the validation error of
+      what the method trains on (`val_objective`: values, and gradients for
+      `WHOLE_GRADIENT_METHODS`); 0 trains on every point and keeps the last
+      weights.
+    cycle_steps: length of the cosine learning-rate cycle: a run of
+      `steps` has `steps // cycle_steps` cycles (at least one), each ending
+      at rate 0 and restarting (SGDR, Loshchilov and Hutter 2017). 0 (the
+      default): one cosine over the whole run.
   """
 
   function: str
@@ -121,7 +125,7 @@ class RunConfig:
   gradient_loss: str = "sum"
   balance_floor: float = config_lib.SobolevConfig.balance_floor
   validation_fraction: float = 0.0
-  cycle_steps: int = 2000
+  cycle_steps: int = 0
 
   def __post_init__(self):
     for name, choices in (

@@ -4,7 +4,7 @@
   it works in normalised units while mapping original inputs to original
   outputs.
 * `build_model` and `build_optimizer`: the `SobolevModel` of a run (the
-  paper's L2 terms, the run's balance) and Adam with cosine cycles
+  paper's L2 terms, the run's balance) and Adam with cosine decay
   (`learning_rate_schedule`).
 * `model_key` and `reset`: runs of a sweep whose models have the same
   shapes, objective and optimiser share one model, which `reset` gives
@@ -177,12 +177,13 @@ def build_model(
 def learning_rate_schedule(
   config: regression.RunConfig,
 ) -> keras.optimizers.schedules.LearningRateSchedule:
-  """The rate along a cosine to 0 over each of `config.cycles` equal cycles.
+  """The rate along a cosine to 0 over the run, or over each of its cycles.
 
-  Restarted at every cycle's end (`CosineDecayRestarts`; SGDR, Loshchilov
-  and Hutter 2017), so that a run longer than `config.cycle_steps` passes
-  through what a run of one cycle ends at, and its validation evaluations
-  can keep that; a single cycle is `CosineDecay` over the run.
+  With `config.cycles` above 1 the cosine restarts at every cycle's end
+  (`CosineDecayRestarts`; SGDR, Loshchilov and Hutter 2017), so that a long
+  run passes through what a run of one cycle ends at. In the budget study
+  (50,000 steps, cycles of 2,000) that did not help Sobolev training's
+  selected checkpoints, so one cosine (`CosineDecay`) is the default.
   """
   if config.cycles == 1:
     return keras.optimizers.schedules.CosineDecay(

@@ -10,6 +10,7 @@ from typing import List
 from typing import Optional
 from typing import Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from sobolev_tf import finite_updates
@@ -56,6 +57,30 @@ def _give_back(key: Hashable, entry: Tuple[Any, ...]) -> None:
         del _IDLE[oldest]
 
 
+def _selection_scales(
+  config: regression.RunConfig, truth: Dict[str, np.ndarray]
+) -> Dict[str, float]:
+  """What `val_objective` divides each validation error by.
+
+  A method is selected by the validation error of what it trains on, as
+  Keras's `val_loss` is the model's own loss: every method's value error
+  over the training values' variance, plus, for the methods trained on
+  whole gradients, the gradient error over the training gradients' mean
+  square (each relative, so the sum is unit-free). Selecting Sobolev runs
+  by the value error alone kept late, drifted checkpoints of the budget
+  study's 50,000-step runs (docs/RESULTS.md, the budget study).
+  `sobolev_missing` and `directional` runs have no whole gradients to
+  validate on; `sobolev2` is validated on gradients, not Hessians.
+  """
+  tiny = np.finfo(np.float32).tiny
+  scales = {"val_mse": max(float(np.var(truth["value"])), tiny)}
+  if config.method in regression.WHOLE_GRADIENT_METHODS:
+    scales["val_gradient_mse"] = max(
+      float(np.mean(np.square(truth["d1"]))), tiny
+    )
+  return scales
+
+
 class RegressionTask(base.DatasetTask):
   """One run of the sweep as a task of `launch/loop.py`.
 
@@ -92,6 +117,7 @@ class RegressionTask(base.DatasetTask):
         validation[0],
         regression.targets(self.function, validation[0], 1),
       )
+    self._selection_scales = _selection_scales(config, self.train_truth)
     self.model: Optional[model_lib.SobolevModel] = None
     self.scorer: Optional[regression_model.Scorer] = None
     self._key: Optional[Hashable] = None
@@ -193,12 +219,15 @@ class RegressionTask(base.DatasetTask):
     }
     if self.validation is not None:
       metrics.update(self.scorer(*self.validation, "val"))
+      metrics["val_objective"] = sum(
+        metrics[name] / scale for name, scale in self._selection_scales.items()
+      )
     return metrics
 
   @property
   def selection(self) -> Optional[Tuple[str, str]]:
-    """With a validation split, the validation points' value error."""
-    return None if self.validation is None else ("val_mse", "min")
+    """With a validation split, `val_objective` (`_selection_scales`)."""
+    return None if self.validation is None else ("val_objective", "min")
 
   def summary_images(self) -> Dict[str, tf.Tensor]:
     """The fitted surface, for 2-D functions."""
