@@ -505,7 +505,7 @@ def run_sweep(
   totals = dict.fromkeys(Clock.PHASES + ("store",), 0.0)
   with _Runner(strategy, workdir, settings) as runner:
     records = runner.start(todo)
-    for index, (task, record) in enumerate(zip(todo, records, strict=False)):
+    for index, (task, record) in enumerate(zip(todo, records, strict=True)):
       stored = time.perf_counter()
       if chief:
         _store(record, store, os.path.join(workdir, "runs", task.run_id))
@@ -535,14 +535,17 @@ def run_sweep(
 
 
 class _Runner:
-  """Runs a sweep's tasks in order, `concurrent_runs` at once, for `run_sweep`.
+  """Runs a sweep's tasks, `concurrent_runs` at once, for `run_sweep`.
 
   `start(tasks)` yields their records in the tasks' order, each as soon as
   it and the runs before it have finished, so that the results file keeps
   the sweep's order and a killed sweep loses no stored record. With one run
-  at a time every run trains in the calling thread; with more, in a pool of
-  threads (TensorFlow runs ops outside Python's lock), and leaving the
-  context stops the runs not started when one fails.
+  at a time every run trains in the calling thread, in order. With more,
+  runs train in a pool of threads (TensorFlow runs ops outside Python's
+  lock): a free thread starts the first waiting task whose `share_key` no
+  running task holds (so the tasks of a key reuse one model and program),
+  else the first waiting task. Leaving the context stops the runs not
+  started when one fails.
   """
 
   def __init__(self, strategy, workdir: str, settings: Settings):
@@ -569,9 +572,36 @@ class _Runner:
   def start(self, tasks: Sequence[base.Task]):
     """The records of `tasks`, in order (a generator)."""
     if self._pool is None:
-      return map(self._run, tasks)
-    futures = [self._pool.submit(self._run, task) for task in tasks]
-    return (future.result() for future in futures)
+      yield from map(self._run, tasks)
+      return
+    waiting = list(range(len(tasks)))
+    running: Dict[concurrent.futures.Future, int] = {}
+    done: Dict[int, concurrent.futures.Future] = {}
+    failure = None
+    for index in range(len(tasks)):
+      while index not in done:
+        while (
+          failure is None
+          and waiting
+          and len(running) < self._settings.concurrent_runs
+        ):
+          held = {tasks[i].share_key for i in running.values()} - {None}
+          chosen = next(
+            (i for i in waiting if tasks[i].share_key not in held), waiting[0]
+          )
+          waiting.remove(chosen)
+          running[self._pool.submit(self._run, tasks[chosen])] = chosen
+        if not running:  # A failure stopped the sweep before this run.
+          raise failure
+        finished, _ = concurrent.futures.wait(
+          running, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+        for future in finished:
+          done[running.pop(future)] = future
+          if failure is None:
+            failure = future.exception()
+      # The runs before a failed one are stored; then its error is raised.
+      yield done.pop(index).result()
 
 
 def _phases(seconds: Dict[str, float]) -> str:

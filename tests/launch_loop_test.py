@@ -1,8 +1,11 @@
 """Tests for launch.loop: tasks trained, checkpointed, resumed, summarised."""
 
+import collections
 import glob
 import json
 import os
+import threading
+import time
 
 from absl.testing import parameterized
 from tensorboard.backend.event_processing import event_accumulator
@@ -365,6 +368,53 @@ class SweepTest(tf.test.TestCase):
           self.assertAllClose(value, together[key], rtol=1e-5, msg=key)
         else:
           self.assertEqual(value, together[key], msg=key)
+
+  def test_runs_at_once_hold_different_share_keys_where_they_can(self):
+    active = collections.Counter()
+    together = []
+    lock = threading.Lock()
+
+    class Keyed(testing.CountingTask):
+      def __init__(self, run_id, key):
+        super().__init__(run_id, 8)
+        self.key = key
+
+      @property
+      def share_key(self):
+        return self.key
+
+      def build(self):
+        with lock:
+          if active[self.key]:
+            together.append(self.run_id)
+          active[self.key] += 1
+        time.sleep(0.2)  # so that the runs overlap
+        super().build()
+
+      def finish(self, run_dir, chief):
+        with lock:
+          active[self.key] -= 1
+        return super().finish(run_dir, chief)
+
+    def sweep(keys):
+      tasks = [Keyed(f"{k}{i}", k) for i, k in enumerate(keys)]
+      workdir = self.get_temp_dir() + "/keys" + "".join(keys)
+      records = loop.run_sweep(
+        workdir,
+        tf.distribute.get_strategy(),
+        tasks,
+        _settings(concurrent_runs=2),
+        str,
+      )
+      self.assertEqual(
+        [r["run_id"] for r in records], [t.run_id for t in tasks]
+      )
+
+    sweep("aaabbb")
+    self.assertEqual(together, [])
+    # With nothing else to run, two runs of one key train at once.
+    sweep("aaa")
+    self.assertNotEqual(together, [])
 
   def test_a_failed_concurrent_run_stops_the_sweep(self):
     workdir = self.get_temp_dir() + "/failed"

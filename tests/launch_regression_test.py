@@ -196,7 +196,7 @@ class KilledTest(tf.test.TestCase):
       "--train_sizes=20,100",
       "--methods=sobolev",
       "--seeds=2",
-      "--steps=600",
+      "--steps=1200",
       "--batch_size=8",
       "--test_size=200",
       "--checkpoints_per_run=4",

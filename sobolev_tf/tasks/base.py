@@ -184,6 +184,17 @@ class Task(abc.ABC):
     """The run's result record: its id, settings and final metrics."""
     return {"run_id": self.run_id, **self.hparams(), **metrics}
 
+  @property
+  def share_key(self) -> Optional[Hashable]:
+    """Tasks of one key take over one model, one task at a time.
+
+    Known before `build`. A sweep that trains several tasks at once starts
+    a task whose key no running task holds where it can, so that the tasks
+    of a key reuse one model and its compiled step instead of building
+    and compiling another. `None` (the default): nothing shared.
+    """
+    return None
+
 
 class DatasetTask(Task):
   """A task whose steps are replica functions on batches of a dataset."""

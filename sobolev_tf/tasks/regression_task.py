@@ -1,6 +1,7 @@
 """One run of the regression sweep, as a task of `launch/loop.py`."""
 
 import collections
+import functools
 import os
 import threading
 from typing import Any
@@ -169,6 +170,13 @@ class RegressionTask(base.DatasetTask):
     self.scorer = regression_model.Scorer(self.model.model)
     if self.share_model:
       self._key = key
+
+  @functools.cached_property
+  def share_key(self) -> Optional[Hashable]:
+    """`regression_model.model_key` of a task that shares its model."""
+    if not self.share_model:
+      return None
+    return regression_model.model_key(self.config, self.y_train)
 
   @property
   def step_key(self) -> Optional[Hashable]:
