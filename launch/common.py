@@ -367,8 +367,7 @@ def resolve_concurrent_runs(
   if (
     deterministic
     or not execution.on_cpu_only()
-    or strategy.num_replicas_in_sync > 1
-    or strategies.task_id(strategy) is not None
+    or strategies.is_distributed(strategy)
   ):
     return 1
   return max(1, min(len(os.sched_getaffinity(0)), MOST_CONCURRENT_RUNS))

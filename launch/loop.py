@@ -613,9 +613,9 @@ def _check_concurrency(
   concurrent_runs: int, strategy: tf.distribute.Strategy
 ) -> None:
   """Raises a `ValueError` for concurrent runs under a distributed strategy."""
-  replicas = strategy.num_replicas_in_sync
-  cluster = strategies.task_id(strategy) is not None
-  if concurrent_runs > 1 and (replicas > 1 or cluster):
+  if concurrent_runs > 1 and strategies.is_distributed(strategy):
+    replicas = strategy.num_replicas_in_sync
+    cluster = strategies.task_id(strategy) is not None
     raise ValueError(
       "Expected concurrent_runs=1 under a strategy of several replicas or "
       "workers, whose steps already share the devices (and whose collective "

@@ -87,6 +87,11 @@ def task_id(strategy: tf.distribute.Strategy) -> Optional[int]:
   return resolver.task_id
 
 
+def is_distributed(strategy: tf.distribute.Strategy) -> bool:
+  """Whether `strategy` has several replicas or is one worker of a cluster."""
+  return strategy.num_replicas_in_sync > 1 or task_id(strategy) is not None
+
+
 def barrier(strategy: tf.distribute.Strategy) -> None:
   """Returns on every worker once all have called it (an all-reduce).
 

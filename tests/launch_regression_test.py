@@ -27,6 +27,16 @@ _TINY = [
   "--steps_per_execution=10",
 ]
 
+# The sweeps the kill-and-resume tests kill, without seeds and steps.
+_KILLED = [
+  "--functions=booth",
+  "--train_sizes=20,100",
+  "--methods=sobolev",
+  "--batch_size=8",
+  "--test_size=200",
+  "--checkpoints_per_run=4",
+]
+
 
 def _records(workdir):
   return files.ResultStore(os.path.join(workdir, "results.jsonl")).records()
@@ -155,17 +165,7 @@ class InProcessTest(tf.test.TestCase, parameterized.TestCase):
 
 class KilledTest(tf.test.TestCase):
   def test_killed_sweep_ends_as_an_uninterrupted_one(self):
-    flags_ = [
-      "--functions=booth",
-      "--train_sizes=20,100",
-      "--methods=sobolev",
-      "--seeds=1",
-      "--steps=600",
-      "--batch_size=8",
-      "--test_size=200",
-      "--checkpoints_per_run=4",
-      "--deterministic",
-    ]
+    flags_ = [*_KILLED, "--seeds=1", "--steps=600", "--deterministic"]
     straight = tempfile.mkdtemp(dir=self.get_temp_dir())
     killed = tempfile.mkdtemp(dir=self.get_temp_dir())
     second = "booth-d2-n100-sobolev-s0"
@@ -191,17 +191,7 @@ class KilledTest(tf.test.TestCase):
         self.assertAllEqual(a, b)
 
   def test_killed_sweep_of_runs_at_once_ends_as_an_uninterrupted_one(self):
-    flags_ = [
-      "--functions=booth",
-      "--train_sizes=20,100",
-      "--methods=sobolev",
-      "--seeds=2",
-      "--steps=1200",
-      "--batch_size=8",
-      "--test_size=200",
-      "--checkpoints_per_run=4",
-      "--concurrent_runs=2",
-    ]
+    flags_ = [*_KILLED, "--seeds=2", "--steps=1200", "--concurrent_runs=2"]
     straight = tempfile.mkdtemp(dir=self.get_temp_dir())
     killed = tempfile.mkdtemp(dir=self.get_temp_dir())
     third = "booth-d2-n100-sobolev-s0"

@@ -68,6 +68,14 @@ class ChiefTest(tf.test.TestCase):
     self.assertTrue(strategies.is_chief(tf.distribute.get_strategy()))
     self.assertIsNone(strategies.task_id(tf.distribute.get_strategy()))
 
+  def test_distributed_is_several_replicas_or_a_cluster(self):
+    self.assertFalse(strategies.is_distributed(tf.distribute.get_strategy()))
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    self.assertTrue(strategies.is_distributed(mirrored))
+    worker = _on_cluster("worker", 1, {"worker": ["a:1", "b:1"]})
+    worker.num_replicas_in_sync = 1
+    self.assertTrue(strategies.is_distributed(worker))
+
 
 if __name__ == "__main__":
   tf.test.main()

@@ -152,7 +152,7 @@ class RegressionTask(base.DatasetTask):
     model built anew.
     """
     strategy = tf.distribute.get_strategy()
-    key = (id(strategy), regression_model.model_key(self.config, self.y_train))
+    key = (id(strategy), self.share_key)
     shared = _take(key) if self.share_model else None
     self._strategy = strategy
     if shared is not None and shared[0] is strategy:
