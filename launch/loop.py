@@ -20,7 +20,8 @@ A run started again restores its latest readable checkpoint (a truncated or
 corrupt one is reported, by file, and the one before it is used) and gives
 the task that step: a `DatasetTask`'s dataset starts there, a `HostTask`
 brings its environments there. So a job killed at any moment, SIGKILL
-included, loses at most the steps since the last checkpoint, redoes them,
+included, loses at most the steps since the last checkpoint (at most
+`checkpoint_secs` of training, or from the run's start), redoes them,
 and ends with the weights and numbers of a job never killed: bit for bit
 under `--deterministic`; without it, a step whose concurrent ops round
 differently from run to run (the synthetic-gradient one) does so after a
@@ -44,7 +45,9 @@ import time
 from typing import Any
 from typing import Callable
 from typing import Dict
+from typing import Iterable
 from typing import List
+from typing import Optional
 from typing import Sequence
 from typing import Tuple
 
@@ -71,6 +74,12 @@ class Settings:
       steps per `tf.function` call.
     checkpoints_per_run: checkpoints written over a run, evenly spaced, the
       last at its end.
+    checkpoint_secs: the least wall time between a run's checkpoints (and
+      from its start to its first): a checkpoint due sooner is skipped, as
+      Estimator's `save_checkpoints_secs` spaced them, so that the short
+      runs of a sweep do not spend their time writing checkpoints; a run
+      killed then redoes at most that much. 0 writes every one. Ignored in
+      a cluster, whose workers must all save together.
     eval_every: steps between evaluations during training (each becomes a
       point of the record's `curve`); 0 evaluates at the end only.
     jit_compile: compile a `DatasetTask`'s step with XLA.
@@ -84,6 +93,7 @@ class Settings:
 
   steps_per_execution: int = 50
   checkpoints_per_run: int = 4
+  checkpoint_secs: float = 0.0
   eval_every: int = 0
   jit_compile: bool = False
   fuse_steps: Any = "auto"
@@ -97,6 +107,11 @@ class Settings:
       concurrent_runs=self.concurrent_runs,
     )
     checks.non_negative_ints(eval_every=self.eval_every)
+    if not self.checkpoint_secs >= 0:
+      raise ValueError(
+        "Expected `checkpoint_secs` >= 0. Received: "
+        f"checkpoint_secs={self.checkpoint_secs}"
+      )
 
 
 class _Evaluations:
@@ -251,6 +266,11 @@ class Clock:
     finally:
       self.seconds[name] += time.perf_counter() - start
 
+  @staticmethod
+  def now() -> float:
+    """Monotonic seconds, by which checkpoints are spaced."""
+    return time.monotonic()
+
   def rounded(self) -> Dict[str, float]:
     """The phases' seconds, rounded to milliseconds."""
     return {name: round(value, 3) for name, value in self.seconds.items()}
@@ -319,6 +339,11 @@ class _Run:
     self.checkpoint_every = max(
       1, task.num_steps // settings.checkpoints_per_run
     )
+    # Workers of a cluster save together, so only a lone process skips.
+    self.checkpoint_secs = (
+      settings.checkpoint_secs if strategies.task_id(strategy) is None else 0
+    )
+    self.saved_at = clock.now()
 
   def _count(self) -> int:
     """Steps of the next execution: up to a checkpoint, evaluation or end."""
@@ -356,14 +381,21 @@ class _Run:
       every = self.settings.eval_every
       if every and self.step % every == 0 and self.step < self.task.num_steps:
         self._evaluate()
-      if (
-        self.step % self.checkpoint_every == 0
-        or self.step == self.task.num_steps
-      ):
+      if self._checkpoint_due():
         with self.clock.phase("checkpoints"):
           self.checkpointer.save(self.step)
           if self.best is not None:
             self.best.prune(self.evaluations.points)
+        self.saved_at = self.clock.now()
+
+  def _checkpoint_due(self) -> bool:
+    """At a checkpoint's step, `checkpoint_secs` after the last one."""
+    at_step = (
+      self.step % self.checkpoint_every == 0 or self.step == self.task.num_steps
+    )
+    return at_step and (
+      self.clock.now() - self.saved_at >= self.checkpoint_secs
+    )
 
   def _evaluate(self) -> Dict[str, float]:
     with self.clock.phase("evaluation"):
@@ -542,10 +574,8 @@ class _Runner:
   the sweep's order and a killed sweep loses no stored record. With one run
   at a time every run trains in the calling thread, in order. With more,
   runs train in a pool of threads (TensorFlow runs ops outside Python's
-  lock): a free thread starts the first waiting task whose `share_key` no
-  running task holds (so the tasks of a key reuse one model and program),
-  else the first waiting task. Leaving the context stops the runs not
-  started when one fails.
+  lock), a free thread starting the task `_choose` picks. Leaving the
+  context stops the runs not started when one fails.
   """
 
   def __init__(self, strategy, workdir: str, settings: Settings):
@@ -585,10 +615,9 @@ class _Runner:
           and waiting
           and len(running) < self._settings.concurrent_runs
         ):
-          held = {tasks[i].share_key for i in running.values()} - {None}
-          chosen = next(
-            (i for i in waiting if tasks[i].share_key not in held), waiting[0]
-          )
+          chosen = _choose(tasks, waiting, running.values())
+          if chosen is None:
+            break
           waiting.remove(chosen)
           running[self._pool.submit(self._run, tasks[chosen])] = chosen
         if not running:  # A failure stopped the sweep before this run.
@@ -602,6 +631,32 @@ class _Runner:
             failure = future.exception()
       # The runs before a failed one are stored; then its error is raised.
       yield done.pop(index).result()
+
+
+# Waiting runs of one key that are worth a second model of it (and a second
+# compilation of its step) while its first is busy: fewer are trained
+# sooner one after another on the first.
+_RUNS_WORTH_A_COPY = 4
+
+
+def _choose(
+  tasks: Sequence[base.Task], waiting: List[int], running: Iterable[int]
+) -> Optional[int]:
+  """The waiting task a free thread of `_Runner` starts, or None to wait.
+
+  The first waiting task whose `share_key` no running task holds, so that
+  the tasks of a key reuse one model and compiled program; else, if the
+  first waiting task's key has `_RUNS_WORTH_A_COPY` runs waiting, that task
+  (on a model of its own); else none: the thread waits for a running task
+  to end (at a sweep's end, a copy would cost more than it saves).
+  """
+  held = {tasks[i].share_key for i in running} - {None}
+  for i in waiting:
+    if tasks[i].share_key not in held:
+      return i
+  key = tasks[waiting[0]].share_key
+  same = sum(tasks[i].share_key == key for i in waiting)
+  return waiting[0] if same >= _RUNS_WORTH_A_COPY else None
 
 
 def _phases(seconds: Dict[str, float]) -> str:

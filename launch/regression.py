@@ -143,8 +143,8 @@ _CONCURRENT_RUNS = flags.DEFINE_string(
   "concurrent_runs",
   "auto",
   "Runs trained at once, each in a thread of its own: a positive integer, "
-  "or 'auto' (one per CPU core up to "
-  f"{common.MOST_CONCURRENT_RUNS} on a host without accelerators, under "
+  "or 'auto' (one more than the CPU's cores, up to "
+  f"{common.MOST_CONCURRENT_RUNS}, on a host without accelerators, under "
   "one replica, without --deterministic; else 1).",
   flag_values=FLAGS,
 )

@@ -153,18 +153,19 @@ class FusedSteps:
     batch_spec = tf.nest.map_structure(
       lambda t: tf.TensorSpec(t.shape[1:], t.dtype), stacked
     )
+    # Traced once, as Keras traces a step (without AutoGraph): the loop's
+    # body calls the traced step, whose outputs also give the logs' shapes.
+    step = tf.function(self._step_fn, autograph=False).get_concrete_function(
+      batch_spec
+    )
     zeros = tf.nest.map_structure(
-      lambda t: tf.zeros(t.shape, t.dtype),
-      # Traced as Keras traces a step: without AutoGraph.
-      tf.function(self._step_fn, autograph=False)
-      .get_concrete_function(batch_spec)
-      .structured_outputs,
+      lambda t: tf.zeros(t.shape, t.dtype), step.structured_outputs
     )
 
     def body(index, logs):
       del logs
       batch = tf.nest.map_structure(lambda t: t[index], stacked)
-      return index + 1, self._step_fn(batch)
+      return index + 1, step(batch)
 
     _, logs = tf.while_loop(
       lambda index, logs: index < count, body, (tf.constant(0), zeros)

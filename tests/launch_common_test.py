@@ -46,6 +46,7 @@ class SharedFlagsTest(tf.test.TestCase, parameterized.TestCase):
         "deterministic": False,
         "steps_per_execution": 50,
         "checkpoints_per_run": 6,
+        "checkpoint_secs": 30.0,
         "seeds": 3,
         "steps": 7,
         "batch_size": 5,
@@ -76,6 +77,7 @@ class SharedFlagsTest(tf.test.TestCase, parameterized.TestCase):
     ("--cpu_devices=-1", "flag --cpu_devices=-1"),
     ("--steps_per_execution=0", "flag --steps_per_execution=0"),
     ("--checkpoints_per_run=0", "flag --checkpoints_per_run=0"),
+    ("--checkpoint_secs=-1", "flag --checkpoint_secs=-1"),
     ("--seeds=0", "flag --seeds=0: 0 is not a positive integer"),
     ("--steps=0", "flag --steps=0"),
     ("--batch_size=0", "flag --batch_size=0"),
@@ -93,8 +95,8 @@ class SharedFlagsTest(tf.test.TestCase, parameterized.TestCase):
 
 class ConcurrentRunsTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters(
-    dict(cpu_only=True, cores=2, expected=2),
-    dict(cpu_only=True, cores=1, expected=1),
+    dict(cpu_only=True, cores=2, expected=3),
+    dict(cpu_only=True, cores=1, expected=2),
     dict(cpu_only=True, cores=64, expected=common.MOST_CONCURRENT_RUNS),
     dict(cpu_only=False, cores=64, expected=1),
     dict(cpu_only=True, cores=8, deterministic=True, expected=1),

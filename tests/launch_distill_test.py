@@ -122,6 +122,7 @@ class KilledTest(tf.test.TestCase):
         "--eval_every=15",
         "--play_episodes=1",
         "--checkpoints_per_run=4",
+        "--checkpoint_secs=0",
         "--steps_per_execution=5",
         "--deterministic",
       ],

@@ -117,6 +117,7 @@ class FilesTest(tf.test.TestCase):
         "deterministic",
         "steps_per_execution",
         "checkpoints_per_run",
+        "checkpoint_secs",
       },
     )
     self.assertEqual(config["flags"]["own"], 4)

@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+from unittest import mock
 
 from absl.testing import parameterized
 from tensorboard.backend.event_processing import event_accumulator
@@ -86,6 +87,54 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(tf.make_ndarray(mse.tensor_proto), record["test_mse"])
     self.assertIn("eval/fitted_surface", tags.Tags()["tensors"])
     self.assertIn("_hparams_/session_start_info", tags.Tags()["tensors"])
+
+  @parameterized.named_parameters(
+    ("every_one", 0.0, [9, 12]),
+    ("spaced", 1.5, [6, 12]),
+    ("none", 100.0, []),
+  )
+  def test_checkpoints_are_spaced_by_checkpoint_secs(self, seconds, steps):
+    class Ticking(loop.Clock):
+      """A clock whose every reading is a second after the last."""
+
+      def __init__(self):
+        super().__init__()
+        self.time = 0.0
+
+      def now(self):
+        self.time += 1.0
+        return self.time
+
+    run_dir = self.get_temp_dir() + f"/spaced{seconds}"
+    task = testing.CountingTask("count", 12)
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+      task.build()
+    # Checkpoints are due at steps 3, 6, 9 and 12; two are kept.
+    settings = _settings(checkpoints_per_run=4, checkpoint_secs=seconds)
+    state = loop._Run(task, strategy, run_dir, settings, Ticking())
+    state.train(loop.trainer(task, strategy, 0, settings))
+    kept = glob.glob(os.path.join(run_dir, "checkpoints", "ckpt-*.index"))
+    self.assertCountEqual(
+      [os.path.join(run_dir, "checkpoints", f"ckpt-{s}.index") for s in steps],
+      kept,
+    )
+    self.assertEqual(int(task.total.numpy()), 66)
+
+  def test_a_cluster_writes_every_checkpoint(self):
+    # Its workers must all save together, whatever their clocks say.
+    run_dir = self.get_temp_dir() + "/cluster"
+    with mock.patch.object(loop.strategies, "task_id", return_value=0):
+      loop.run(
+        testing.CountingTask("count", 12),
+        tf.distribute.get_strategy(),
+        run_dir,
+        _settings(checkpoints_per_run=4, checkpoint_secs=3600.0),
+      )
+    self.assertEqual(
+      tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints")),
+      os.path.join(run_dir, "checkpoints", "ckpt-12"),
+    )
 
   def test_resumed_run_ends_with_the_uninterrupted_run(self):
     strategy = tf.distribute.get_strategy()
@@ -288,6 +337,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
     dict(checkpoints_per_run=0),
     dict(eval_every=-1),
     dict(concurrent_runs=0),
+    dict(checkpoint_secs=-1.0),
   )
   def test_invalid_settings(self, **kwargs):
     ((name, value),) = kwargs.items()
@@ -295,7 +345,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
       loop.Settings(**kwargs)
 
 
-class SweepTest(tf.test.TestCase):
+class SweepTest(tf.test.TestCase, parameterized.TestCase):
   def test_skips_finished_runs_and_deletes_checkpoints(self):
     workdir = self.get_temp_dir() + "/sweep"
     strategy = tf.distribute.get_strategy()
@@ -412,9 +462,29 @@ class SweepTest(tf.test.TestCase):
 
     sweep("aaabbb")
     self.assertEqual(together, [])
-    # With nothing else to run, two runs of one key train at once.
+    # Two runs waiting are done sooner one after another than by a copy.
     sweep("aaa")
+    self.assertEqual(together, [])
+    # With many waiting and nothing else to run, runs of one key train at
+    # once.
+    sweep("aaaaaa")
     self.assertNotEqual(together, [])
+
+  @parameterized.named_parameters(
+    ("a_free_key_first", "aab", [0], 2),
+    ("none_running", "abc", [], 0),
+    ("no_key_is_never_held", "a_", [0], 1),
+    ("too_few_for_a_copy", "abab", [0, 1], None),
+    ("enough_for_a_copy", "aaaaa", [0], 1),
+  )
+  def test_choose(self, keys, running, expected):
+    class Keyed:
+      def __init__(self, key):
+        self.share_key = None if key == "_" else key
+
+    tasks = [Keyed(key) for key in keys]
+    waiting = [i for i in range(len(tasks)) if i not in running]
+    self.assertEqual(loop._choose(tasks, waiting, running), expected)
 
   def test_a_failed_concurrent_run_stops_the_sweep(self):
     workdir = self.get_temp_dir() + "/failed"

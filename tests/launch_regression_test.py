@@ -24,6 +24,7 @@ _TINY = [
   "--batch_size=8",
   "--test_size=200",
   "--checkpoints_per_run=2",
+  "--checkpoint_secs=0",
   "--steps_per_execution=10",
 ]
 
@@ -35,6 +36,7 @@ _KILLED = [
   "--batch_size=8",
   "--test_size=200",
   "--checkpoints_per_run=4",
+  "--checkpoint_secs=0",
 ]
 
 
@@ -152,6 +154,7 @@ class InProcessTest(tf.test.TestCase, parameterized.TestCase):
     ("--activation=nosuch", "flag --activation=nosuch"),
     ("--strategy=gpu", "flag --strategy=gpu"),
     ("--checkpoints_per_run=0", "flag --checkpoints_per_run=0"),
+    ("--checkpoint_secs=-1", "flag --checkpoint_secs=-1"),
     ("--steps_per_execution=0", "flag --steps_per_execution=0"),
   )
   def test_every_flag_is_checked_before_training(self, argument, message):

@@ -88,6 +88,7 @@ class KilledTest(tf.test.TestCase):
         "--steps=200",
         "--channels=4,4,6",
         "--checkpoints_per_run=4",
+        "--checkpoint_secs=0",
         "--steps_per_execution=10",
         "--deterministic",
       ],

@@ -88,6 +88,7 @@ class KilledTest(tf.test.TestCase):
         *_TINY,
         "--frames=4000",  # 100 updates
         "--checkpoints_per_run=4",
+        "--checkpoint_secs=0",
         "--steps_per_execution=5",
         "--deterministic",
       ],

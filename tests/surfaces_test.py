@@ -35,6 +35,22 @@ class SurfacesTest(tf.test.TestCase):
     self.assertEqual(image.shape, (1, 64, 64, 1))
     self.assertAllClose([image.numpy().min(), image.numpy().max()], [0.0, 1.0])
 
+  def test_surface_image_of_compiled_values_is_the_network_s(self):
+    function = functions.get_function("booth")
+    config = _config()
+    (_, y), _ = regression.make_data(config, function)
+    network = regression_model.build_model(config, function, y).model
+    scorer = regression_model.Scorer(network)
+    self.assertAllClose(
+      surfaces.surface_image(scorer.values, function, 16),
+      surfaces.surface_image(network, function, 16),
+    )
+    # The first row is the domain's top: the values of the last grid row.
+    _, _, values, _ = surfaces.grid_values(network, function, 16)
+    image = surfaces.surface_image(network, function, 16)[0, :, :, 0]
+    scaled = (values - values.min()) / (values.max() - values.min())
+    self.assertAllClose(image, scaled[::-1], atol=1e-6)
+
 
 if __name__ == "__main__":
   tf.test.main()

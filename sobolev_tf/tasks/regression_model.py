@@ -11,7 +11,8 @@
   each run's initial state (weights, standardisation, optimiser, balance),
   so that its compiled programs serve every run: the same numbers as a
   model built anew (tested), without tracing and compiling again.
-* `Scorer`: test errors of values and gradients, one compiled program.
+* `Scorer`: test errors of values and gradients, one compiled program (and
+  the values alone, another).
 """
 
 import random
@@ -280,6 +281,16 @@ class Scorer:
     self._network = network
     self._batch_size = batch_size
     self._sums = None
+    self._values = None
+
+  def values(self, x) -> tf.Tensor:
+    """The network's values at points `x` `[N, dim]`, compiled once."""
+    if self._values is None:
+      self._values = tf.function(
+        self._network,
+        input_signature=[tf.TensorSpec([None, x.shape[1]], tf.float32)],
+      )
+    return self._values(x)
 
   def _sums_fn(self, x, value, gradient):
     y, jacobian = derivatives.value_and_jacobian(self._network, x)

@@ -242,7 +242,9 @@ class RegressionTask(base.DatasetTask):
     if self.config.dim != 2:
       return {}
     return {
-      "fitted_surface": surfaces.surface_image(self.model.model, self.function)
+      "fitted_surface": surfaces.surface_image(
+        self.scorer.values, self.function
+      )
     }
 
   def finish(self, run_dir: str, chief: bool) -> Dict[str, Any]:
