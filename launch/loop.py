@@ -107,11 +107,7 @@ class Settings:
       concurrent_runs=self.concurrent_runs,
     )
     checks.non_negative_ints(eval_every=self.eval_every)
-    if not self.checkpoint_secs >= 0:
-      raise ValueError(
-        "Expected `checkpoint_secs` >= 0. Received: "
-        f"checkpoint_secs={self.checkpoint_secs}"
-      )
+    checks.non_negative_numbers(checkpoint_secs=self.checkpoint_secs)
 
 
 class _Evaluations:
